@@ -1,0 +1,1 @@
+"""JSON endpoints, one module per script handler target (api.clock, api.echo)."""
