@@ -22,6 +22,7 @@ _SHELL_SYNTAX = re.compile(r"[|&;<>`]|\$\(")
 _PORT_VAR = re.compile(r"\$\{PORT\}|\$PORT\b")
 
 SHIM_APP = "gfe_proxy.wsgi_shim:application"
+SERVER_SOFTWARE = "Development/2.0 (gfe_proxy)"  # gen1 apps test it for "Development/"
 SCRIPT_HEADER = "X-Google-Gfe-Script"  # internal: which WSGI app the shim runs (stripped by HDR-1)
 
 
@@ -140,7 +141,8 @@ def environment(
             {
                 "CURRENT_VERSION_ID": f"{version}.{deployment_id}",
                 "INSTANCE_ID": gae_instance,
-                "SERVER_SOFTWARE": "Development/2.0 (gfe_proxy)",
+                "SERVER_SOFTWARE": SERVER_SOFTWARE,
+                "GFE_SERVER_SOFTWARE": SERVER_SOFTWARE,  # the shim restores it (gunicorn resets it)
                 "AUTH_DOMAIN": "gmail.com",
                 "APPLICATION_ID": f"s~{app_id}",
             }

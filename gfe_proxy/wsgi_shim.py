@@ -17,7 +17,8 @@ substituted. Clients can never send it, because the proxy strips every ``X-Googl
   goes to stderr, which the supervisor logs with the instance id (INST-3), never to the client.
 
 The process environment (``GAE_*``, ``SERVER_SOFTWARE``, ``CURRENT_VERSION_ID``, the app's
-``env_variables``; INST-2) is set by the supervisor; the shim leaves ``os.environ`` alone.
+``env_variables``; INST-2) is set by the supervisor; the shim leaves ``os.environ`` alone,
+except that it puts back the ``SERVER_SOFTWARE`` gunicorn's arbiter overwrote with its own.
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ class ScriptDispatcher:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         script = environ.pop(SCRIPT_ENVIRON_KEY, None)
+        if _SERVER_SOFTWARE:
+            environ["SERVER_SOFTWARE"] = _SERVER_SOFTWARE
         # Gen1 apps saw the client's address in REMOTE_ADDR (webapp2's request.remote_addr).
         user_ip = environ.get(_USER_IP_KEY)
         if user_ip:
@@ -305,4 +308,10 @@ def _fail(
 
 
 # What gunicorn loads: `gfe_proxy.wsgi_shim:application`.
+# gunicorn's arbiter sets SERVER_SOFTWARE=gunicorn/x.y before the worker imports us; gen1 apps
+# read it (e.g. to tell the dev server from production), so restore what the proxy gave.
+_SERVER_SOFTWARE = os.environ.get("GFE_SERVER_SOFTWARE")
+if _SERVER_SOFTWARE:
+    os.environ["SERVER_SOFTWARE"] = _SERVER_SOFTWARE
+
 application = ScriptDispatcher()
