@@ -1,0 +1,412 @@
+"""The aiohttp glue: listeners and the request pipeline. It moves bytes between pure parts.
+
+Pipeline for one request (each stage is a pure module; this file only wires them):
+
+    limits (headers.HDR-3) -> service (services.ROUTE-5) -> reserved paths (routing.ROUTE-4)
+    -> handler (routing.ROUTE-1..3) -> static (static.STATIC-*) | instance (supervisor, upstream)
+    -> response header rules (headers.RESP-*) -> access log (accesslog.LOG-1)
+
+Errors the proxy makes are ``GfeError``s carrying their status; they become GFE error pages
+(errorpages.ERR-1/ERR-2) in one place, ``_error_response``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import random
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from gfe_proxy import accesslog, headers, launch, routing
+from gfe_proxy.config import AppConfig, DispatchRule
+from gfe_proxy.errorpages import ErrorPages
+from gfe_proxy.errors import (
+    DeadlineExceeded,
+    GfeError,
+    NotFound,
+    PendingTimeout,
+    RequestRejected,
+    ResponseTooLarge,
+    StartupError,
+)
+from gfe_proxy.services import select
+from gfe_proxy.settings import Settings
+from gfe_proxy.static import StaticFiles
+from gfe_proxy.supervisor import ServiceRuntime
+
+log = logging.getLogger("gfe_proxy")
+access_log = logging.getLogger("gfe_proxy.access")
+
+Scheme = Literal["http", "https"]
+# aiohttp's own limits sit above ours so that HDR-3 answers with the GFE page, not aiohttp's.
+_AIOHTTP_LIMITS = {"max_line_size": 65536, "max_field_size": 65536, "max_headers": 256}
+
+
+@dataclass(slots=True)
+class Service:
+    """One service's compiled configuration and its instances."""
+
+    config: AppConfig
+    router: routing.Router
+    static: StaticFiles
+    pages: ErrorPages
+    runtime: ServiceRuntime
+    shim: bool
+
+    @classmethod
+    def build(cls, config: AppConfig, settings: Settings) -> Service:
+        return cls(
+            config=config,
+            router=routing.Router.from_handlers(config.handlers),
+            static=StaticFiles(config.root, config.skip_files),
+            pages=ErrorPages(config),
+            runtime=ServiceRuntime(config, settings),
+            shim=launch.uses_shim(config),
+        )
+
+
+@dataclass(slots=True)
+class Exchange:
+    """What the access log needs to know about one request, filled in as it goes."""
+
+    service: str = "-"
+    instance: str = "-"
+    pending_ms: int = 0
+    loading: bool = False
+    cache: str = "-"
+    request_log_id: str = ""
+    trace: str = ""
+    note: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket, or StartupError naming the taken port (SPEC CLI-3: exit 1)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise StartupError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+    family, _, _, _, addr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+        sock.listen(1024)
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise StartupError(f"port {port} on {host} is already in use") from None
+        raise StartupError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+    sock.setblocking(False)
+    return sock
+
+
+class Proxy:
+    """gfe_proxy's front end: the services, their instances and the listeners."""
+
+    def __init__(
+        self,
+        configs: Sequence[AppConfig],
+        settings: Settings,
+        *,
+        dispatch: Sequence[DispatchRule] = (),
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        rand: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.wall = wall
+        self.rand = rand or random.Random()
+        self.services = {c.service: Service.build(c, settings) for c in configs}
+        self.dispatch = tuple(dispatch)
+        self.log_ids = headers.RequestLogIds(self.rand)
+        self.listeners: list[tuple[str, str, int]] = []  # (scheme, host, port)
+        self.ready = False
+        self._runners: list[web.BaseRunner] = []
+        self._date_second = -1
+        self._date = ""
+        self._json_log = settings.log_format == "json"
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind every listener (fail fast on a taken port), start the instances, then serve."""
+        socks: list[tuple[str, socket.socket]] = [
+            ("http", bind(self.settings.host, self.settings.port))
+        ]
+        admin_sock = None
+        try:
+            if self.settings.admin_port:
+                admin_sock = bind(self.settings.host, self.settings.admin_port)
+            await asyncio.gather(*(s.runtime.start() for s in self.services.values()))
+        except BaseException:
+            for _, s in socks:
+                s.close()
+            if admin_sock is not None:
+                admin_sock.close()
+            await self.stop()
+            raise
+        for scheme, sock in socks:
+            server = web.Server(self._handler_for(scheme), access_log=None, **_AIOHTTP_LIMITS)  # type: ignore[arg-type]
+            runner = web.ServerRunner(server, handle_signals=False)
+            await runner.setup()
+            site = web.SockSite(runner, sock)
+            await site.start()
+            self._runners.append(runner)
+            host, port = sock.getsockname()[:2]
+            self.listeners.append((scheme, str(host), int(port)))
+        if admin_sock is not None:
+            from gfe_proxy.admin import admin_app
+
+            admin_runner = web.AppRunner(admin_app(self), handle_signals=False, access_log=None)
+            await admin_runner.setup()
+            await web.SockSite(admin_runner, admin_sock).start()
+            self._runners.append(admin_runner)
+            host, port = admin_sock.getsockname()[:2]
+            self.listeners.append(("admin", str(host), int(port)))
+        self.ready = True
+
+    async def stop(self) -> None:
+        self.ready = False
+        for runner in reversed(self._runners):
+            with contextlib.suppress(Exception):
+                await runner.cleanup()
+        self._runners.clear()
+        await asyncio.gather(
+            *(s.runtime.close() for s in self.services.values()), return_exceptions=True
+        )
+
+    # -- the pipeline -------------------------------------------------------------------
+
+    def _handler_for(self, scheme: Scheme) -> Callable[[web.BaseRequest], object]:
+        async def handler(request: web.BaseRequest) -> web.StreamResponse:
+            return await self.handle(request, scheme)
+
+        return handler
+
+    def date(self, now: float) -> str:
+        second = int(now)
+        if second != self._date_second:
+            self._date_second = second
+            self._date = headers.http_date(now)
+        return self._date
+
+    async def handle(self, request: web.BaseRequest, scheme: Scheme) -> web.StreamResponse:
+        t0 = self.clock()
+        now = self.wall()
+        ex = Exchange()
+        service: Service | None = None
+        try:
+            # SPEC HDR-3: limits first, before anything reads the request.
+            headers.check_request_headers(request.headers.items())
+            headers.check_request_body_length(request.content_length)
+            service = self._service(request)
+            ex.service = service.config.service
+            response = await self._route(request, scheme, service, ex, t0, now)
+        except GfeError as e:
+            response = self._error_response(e, request, service, now)
+        except Exception:  # never a traceback to the client (ERR-1)
+            log.exception("internal error serving %s %s", request.method, request.path_qs)
+            response = self._error_response(GfeError("internal error"), request, service, now)
+        self._access(request, response, ex, t0, now)
+        return response
+
+    def _service(self, request: web.BaseRequest) -> Service:
+        if len(self.services) == 1 and not self.dispatch:
+            return next(iter(self.services.values()))
+        target = select(request.host, request.path, self.services.keys(), self.dispatch)
+        return self.services[target.service]
+
+    async def _route(
+        self,
+        request: web.BaseRequest,
+        scheme: Scheme,
+        service: Service,
+        ex: Exchange,
+        t0: float,
+        now: float,
+    ) -> web.StreamResponse:
+        # Decoded like dev_appserver (so /%61dmin cannot dodge an /admin handler), but with
+        # %2F kept encoded so the static guard can refuse encoded separators (STATIC-5).
+        path = routing.route_path(request.raw_path.partition("?")[0])
+        reserved = routing.reserved(path)
+        if reserved == "blocked":
+            raise NotFound(path)  # SPEC ROUTE-4: only we send /_ah/warmup|start|stop
+        match = service.router.match(path)
+        if match is None:
+            raise NotFound(path)  # SPEC ROUTE-3
+        if match.handler.kind == "script":
+            return await self._dynamic(request, scheme, service, match, ex, t0, now)
+        ex.instance = "static"
+        sr = service.static.respond(
+            request.method,
+            request.headers,
+            match,
+            default_expiration=service.config.default_expiration,
+            now=now,
+        )
+        out = sr.headers
+        out["Server"] = headers.SERVER
+        out["Date"] = self.date(now)
+        return self._response(request, sr.status, out, sr.body)
+
+    async def _dynamic(
+        self,
+        request: web.BaseRequest,
+        scheme: Scheme,
+        service: Service,
+        match: routing.RouteMatch,
+        ex: Exchange,
+        t0: float,
+        now: float,
+    ) -> web.StreamResponse:
+        config = service.config
+        body = await self._read_body(request)
+        trace = headers.request_trace(request.headers, self.rand)
+        ex.request_log_id = self.log_ids.next(now)
+        ex.trace = trace.trace_id
+        ctx = headers.ForwardContext(
+            client_ip=request.remote or "127.0.0.1",
+            scheme=scheme,
+            trace=trace,
+            request_log_id=ex.request_log_id,
+            default_version_hostname=self._default_hostname(),
+            timeout_ms=int(service.runtime.deadline * 1000),
+            geo=self.settings.geo,
+            generation=config.generation,
+            trusted_forwarded_for=self.settings.trust_forwarded_proto,
+            host=request.host,
+        )
+        out_headers = headers.upstream_request_headers(request.headers, ctx)
+        if service.shim and match.script is not None:
+            out_headers.append((launch.SCRIPT_HEADER, match.script))
+        fwd = await service.runtime.forward(
+            request.method, request.raw_path, out_headers, body, started=t0
+        )
+        ex.instance, ex.pending_ms, ex.loading = fwd.instance_id, fwd.pending_ms, fwd.loading
+        r = fwd.response
+        head = headers.response_headers(
+            r.headers,
+            generation=config.generation,
+            trace=trace,
+            date=self.date(now),
+            body_length=len(r.body),
+            method=request.method,
+            status=r.status,
+            now=now,
+        )
+        return self._response(
+            request, r.status, head.headers, r.body if head.send_body else b"", reason=r.reason
+        )
+
+    async def _read_body(self, request: web.BaseRequest) -> bytes:
+        """The whole request body, 413 past 32 MB even when chunked (SPEC HDR-3)."""
+        if not request.body_exists:
+            return b""
+        chunks: list[bytes] = []
+        total = 0
+        async for chunk in request.content.iter_any():
+            total += len(chunk)
+            if total > headers.MAX_REQUEST_BODY:
+                raise RequestRejected(413, "request body over 32 MB")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _default_hostname(self) -> str:
+        host = self.settings.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "localhost"
+        port = self.listeners[0][2] if self.listeners else self.settings.port
+        return f"{host}:{port}"
+
+    def _response(
+        self,
+        request: web.BaseRequest,
+        status: int,
+        out: CIMultiDict[str],
+        body: bytes,
+        *,
+        reason: str | None = None,
+    ) -> web.Response:
+        if request.method == "HEAD" or status in (204, 304) or status < 200:
+            # No body on the wire; aiohttp must not invent a Content-Length or Content-Type.
+            resp = web.Response(status=status, reason=reason, headers=out)
+            return resp
+        return web.Response(status=status, reason=reason, headers=out, body=body)
+
+    def _error_response(
+        self,
+        error: GfeError,
+        request: web.BaseRequest,
+        service: Service | None,
+        now: float,
+    ) -> web.Response:
+        status = error.status
+        out: CIMultiDict[str] = CIMultiDict()
+        out["Server"] = headers.SERVER
+        out["Date"] = self.date(now)
+        out["Cache-Control"] = "private"
+        if isinstance(error, ResponseTooLarge):
+            # SPEC RESP-5: an over-large instance response becomes an empty 500.
+            out["Content-Type"] = "text/html"
+            log.error("%s %s: %s", request.method, request.path, error)
+            return self._response(request, 500, out, b"")
+        if isinstance(error, PendingTimeout):
+            log.error("%s %s: %s", request.method, request.path, PendingTimeout.log_message)
+        elif status >= 500:
+            log.error("%s %s: %s %s", request.method, request.path, status, error)
+        if service is not None:
+            body, ctype = service.pages.render(
+                status, path=request.path, timeout=isinstance(error, DeadlineExceeded)
+            )
+        else:
+            from gfe_proxy.errorpages import gfe_error_page
+
+            body, ctype = gfe_error_page(status, path=request.path), "text/html; charset=UTF-8"
+        out["Content-Type"] = ctype
+        return self._response(request, status, out, body)
+
+    def _access(
+        self,
+        request: web.BaseRequest,
+        response: web.StreamResponse,
+        ex: Exchange,
+        t0: float,
+        now: float,
+    ) -> None:
+        if not access_log.isEnabledFor(logging.INFO):
+            return
+        size = response.content_length or 0
+        rec = accesslog.AccessRecord(
+            time=now,
+            method=request.method,
+            url=request.path_qs,
+            host=request.host,
+            protocol=f"HTTP/{request.version.major}.{request.version.minor}",
+            status=response.status,
+            response_size=size,
+            latency_s=self.clock() - t0,
+            user_agent=request.headers.get("User-Agent", ""),
+            referer=request.headers.get("Referer", ""),
+            remote_ip=request.remote or "-",
+            request_log_id=ex.request_log_id,
+            trace=ex.trace,
+            instance=ex.instance,
+            pending_ms=ex.pending_ms,
+            loading_request=ex.loading,
+            cache=ex.cache,
+            service=ex.service,
+            version="-",
+        )
+        line = accesslog.format_json(rec) if self._json_log else accesslog.format_text(rec)
+        access_log.info("%s", line)
