@@ -20,8 +20,8 @@ import random
 import socket
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -85,8 +85,8 @@ class Exchange:
     cache: str = "-"
     request_log_id: str = ""
     trace: str = ""
-    note: str = ""
-    extra: dict[str, str] = field(default_factory=dict)
+    user: headers.UserInfo | None = None  # the signed-in user (SPEC LOGIN-3, LOGIN-5)
+    target_instance: str | None = None  # INSTANCE-dot-… host naming one instance (ROUTE-5)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -186,6 +186,10 @@ class Proxy:
             *(s.runtime.close() for s in self.services.values()), return_exceptions=True
         )
 
+    def cache_stats(self) -> dict[str, Any]:
+        """Edge cache and compression counters for /api/status and /metrics (CACHE-*, COMP-*)."""
+        return {}
+
     # -- the pipeline -------------------------------------------------------------------
 
     def _handler_for(self, scheme: Scheme) -> Callable[[web.BaseRequest], object]:
@@ -210,7 +214,7 @@ class Proxy:
             # SPEC HDR-3: limits first, before anything reads the request.
             headers.check_request_headers(request.headers.items())
             headers.check_request_body_length(request.content_length)
-            service = self._service(request)
+            service = self._service(request, ex)
             ex.service = service.config.service
             response = await self._route(request, scheme, service, ex, t0, now)
         except GfeError as e:
@@ -221,10 +225,11 @@ class Proxy:
         self._access(request, response, ex, t0, now)
         return response
 
-    def _service(self, request: web.BaseRequest) -> Service:
-        if len(self.services) == 1 and not self.dispatch:
+    def _service(self, request: web.BaseRequest, ex: Exchange) -> Service:
+        if len(self.services) == 1 and not self.dispatch and "-dot-" not in request.host:
             return next(iter(self.services.values()))
         target = select(request.host, request.path, self.services.keys(), self.dispatch)
+        ex.target_instance = target.instance
         return self.services[target.service]
 
     async def _route(
@@ -245,6 +250,8 @@ class Proxy:
         match = service.router.match(path)
         if match is None:
             raise NotFound(path)  # SPEC ROUTE-3
+        # Front door (SPEC SEC-*, LOGIN-*): redirects and sign-in checks come after routing,
+        # because secure:/login: belong to the matched handler.
         if match.handler.kind == "script":
             return await self._dynamic(request, scheme, service, match, ex, t0, now)
         ex.instance = "static"
@@ -285,13 +292,19 @@ class Proxy:
             geo=self.settings.geo,
             generation=config.generation,
             trusted_forwarded_for=self.settings.trust_forwarded_proto,
+            user=ex.user,
             host=request.host,
         )
         out_headers = headers.upstream_request_headers(request.headers, ctx)
         if service.shim and match.script is not None:
             out_headers.append((launch.SCRIPT_HEADER, match.script))
         fwd = await service.runtime.forward(
-            request.method, request.raw_path, out_headers, body, started=t0
+            request.method,
+            request.raw_path,
+            out_headers,
+            body,
+            started=t0,
+            instance=ex.target_instance,
         )
         ex.instance, ex.pending_ms, ex.loading = fwd.instance_id, fwd.pending_ms, fwd.loading
         r = fwd.response

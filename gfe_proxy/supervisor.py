@@ -490,10 +490,12 @@ class ServiceRuntime:
         body: bytes,
         *,
         started: float | None = None,
+        instance: str | None = None,
     ) -> Forwarded:
         """Send one request to an instance of this service, waiting in the pending queue if
         all are busy. Raises PendingTimeout, InstanceUnavailable, DeadlineExceeded,
-        UpstreamError and the response-limit errors."""
+        UpstreamError and the response-limit errors. ``instance`` names one instance
+        (ROUTE-5 targeting); not honoured yet."""
         t0 = self.clock() if started is None else started
         headers = list(headers)
         retried = False
