@@ -16,18 +16,22 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
 import random
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 from aiohttp import web
 from multidict import CIMultiDict
 
-from gfe_proxy import accesslog, headers, launch, routing
+from gfe_proxy import accesslog, frontdoor, headers, launch, login, routing, tls
+from gfe_proxy.cache import CachedResponse, CacheStatus
 from gfe_proxy.config import AppConfig, DispatchRule
+from gfe_proxy.edge import Edge, Served, cache_key
 from gfe_proxy.errorpages import ErrorPages
 from gfe_proxy.errors import (
     DeadlineExceeded,
@@ -86,6 +90,7 @@ class Exchange:
     request_log_id: str = ""
     trace: str = ""
     user: headers.UserInfo | None = None  # the signed-in user (SPEC LOGIN-3, LOGIN-5)
+    trace_echo: str = ""  # X-Cloud-Trace-Context for the response (RESP-1)
     target_instance: str | None = None  # INSTANCE-dot-… host naming one instance (ROUTE-5)
 
 
@@ -130,7 +135,9 @@ class Proxy:
         self.services = {c.service: Service.build(c, settings) for c in configs}
         self.dispatch = tuple(dispatch)
         self.log_ids = headers.RequestLogIds(self.rand)
+        self.edge = Edge(settings, clock=wall)
         self.listeners: list[tuple[str, str, int]] = []  # (scheme, host, port)
+        self.certificate: tls.Certificate | None = None  # the HTTPS listener's, once started
         self.ready = False
         self._runners: list[web.BaseRunner] = []
         self._date_second = -1
@@ -145,7 +152,15 @@ class Proxy:
             ("http", bind(self.settings.host, self.settings.port))
         ]
         admin_sock = None
+        ssl_context = None
         try:
+            if self.settings.https_port:
+                # SPEC §1: --cert/--key, else the cached self-signed localhost certificate.
+                self.certificate = tls.listener_certificate(
+                    self.settings.cert, self.settings.key, environ=os.environ, now=self.wall()
+                )
+                ssl_context = tls.server_context(self.certificate.cert, self.certificate.key)
+                socks.append(("https", bind(self.settings.host, self.settings.https_port)))
             if self.settings.admin_port:
                 admin_sock = bind(self.settings.host, self.settings.admin_port)
             await asyncio.gather(*(s.runtime.start() for s in self.services.values()))
@@ -160,7 +175,8 @@ class Proxy:
             server = web.Server(self._handler_for(scheme), access_log=None, **_AIOHTTP_LIMITS)  # type: ignore[arg-type]
             runner = web.ServerRunner(server, handle_signals=False)
             await runner.setup()
-            site = web.SockSite(runner, sock)
+            tls_ctx = ssl_context if scheme == "https" else None
+            site = web.SockSite(runner, sock, ssl_context=tls_ctx)
             await site.start()
             self._runners.append(runner)
             host, port = sock.getsockname()[:2]
@@ -188,7 +204,11 @@ class Proxy:
 
     def cache_stats(self) -> dict[str, Any]:
         """Edge cache and compression counters for /api/status and /metrics (CACHE-*, COMP-*)."""
-        return {}
+        return self.edge.stats()
+
+    def purge_cache(self, *, url: str | None = None, prefix: str | None = None) -> int:
+        """``POST /api/cache/purge``: drop entries by URL, by prefix, or all (CACHE-5)."""
+        return self.edge.purge(url=url, prefix=prefix)
 
     # -- the pipeline -------------------------------------------------------------------
 
@@ -210,6 +230,12 @@ class Proxy:
         now = self.wall()
         ex = Exchange()
         service: Service | None = None
+        # SPEC SEC-2: the listener's scheme, or a trusted X-Forwarded-Proto; decided once here.
+        scheme = login.effective_scheme(
+            scheme,
+            request.headers.getall("X-Forwarded-Proto", ()),
+            trusted=self.settings.trust_forwarded_proto,
+        )
         try:
             # SPEC HDR-3: limits first, before anything reads the request.
             headers.check_request_headers(request.headers.items())
@@ -222,6 +248,10 @@ class Proxy:
         except Exception:  # never a traceback to the client (ERR-1)
             log.exception("internal error serving %s %s", request.method, request.path_qs)
             response = self._error_response(GfeError("internal error"), request, service, now)
+        if scheme == "http":
+            # Browsers ignore HSTS over plain HTTP, and RFC 6797 §7.2 forbids sending it there:
+            # an http_headers Strict-Transport-Security goes out over HTTPS only.
+            response.headers.popall("Strict-Transport-Security", None)
         self._access(request, response, ex, t0, now)
         return response
 
@@ -247,13 +277,58 @@ class Proxy:
         reserved = routing.reserved(path)
         if reserved == "blocked":
             raise NotFound(path)  # SPEC ROUTE-4: only we send /_ah/warmup|start|stop
+        # SPEC LOGIN-3: identity only from our cookie (client X-AppEngine-* never count, HDR-1).
+        ex.user = frontdoor.signed_in_user(request)
+        if reserved is not None:  # SPEC LOGIN-4: /_ah/login and /_ah/logout are ours
+            ex.instance = "frontdoor"
+            return await frontdoor.login_page(request, reserved, user=ex.user, date=self.date(now))
         match = service.router.match(path)
         if match is None:
             raise NotFound(path)  # SPEC ROUTE-3
         # Front door (SPEC SEC-*, LOGIN-*): redirects and sign-in checks come after routing,
         # because secure:/login: belong to the matched handler.
+        door = frontdoor.check(
+            request,
+            match.handler,
+            scheme=scheme,
+            user=ex.user,
+            other_port=self._other_port(request, scheme),
+            date=self.date(now),
+        )
+        if door is not None:
+            ex.instance = "frontdoor"
+            return door
+        produce: Callable[[], Awaitable[Served]]
         if match.handler.kind == "script":
-            return await self._dynamic(request, scheme, service, match, ex, t0, now)
+            produce = partial(self._dynamic, request, scheme, service, match, ex, t0, now)
+        else:
+            produce = partial(self._static, request, service, match, ex, now)
+        if not (self.edge.cache.enabled and request.method in ("GET", "HEAD")):
+            ex.cache = CacheStatus.BYPASS.value  # SPEC CACHE-6
+            served = await produce()
+            return self._finish(request, served.status, served.headers, served.body, ex, now)
+        key = cache_key(scheme, request.host, request.raw_path)
+        response, status, age = await self.edge.through_cache(
+            key, request.method, request.headers, produce
+        )
+        ex.cache = status.value
+        if isinstance(response, CachedResponse):
+            code, out, send_body = Edge.hit_headers(response, request.headers)
+            out["Age"] = str(age or 0)  # SPEC CACHE-4
+            return self._finish(request, code, out, response.body if send_body else b"", ex, now)
+        assert isinstance(response, Served)
+        return self._finish(
+            request, response.status, response.headers, response.body, ex, now, response.reason
+        )
+
+    async def _static(
+        self,
+        request: web.BaseRequest,
+        service: Service,
+        match: routing.RouteMatch,
+        ex: Exchange,
+        now: float,
+    ) -> Served:
         ex.instance = "static"
         sr = service.static.respond(
             request.method,
@@ -262,10 +337,17 @@ class Proxy:
             default_expiration=service.config.default_expiration,
             now=now,
         )
-        out = sr.headers
-        out["Server"] = headers.SERVER
-        out["Date"] = self.date(now)
-        return self._response(request, sr.status, out, sr.body)
+        etag = sr.headers.get("ETag")
+        body = await self.edge.encode(
+            request.headers,
+            sr.headers,
+            sr.body,
+            status=sr.status,
+            may_compress=sr.status == 200 and etag is not None,
+            origin_encoding=None,
+            static_etag=etag,
+        )
+        return Served(sr.status, sr.headers, body)
 
     async def _dynamic(
         self,
@@ -276,7 +358,7 @@ class Proxy:
         ex: Exchange,
         t0: float,
         now: float,
-    ) -> web.StreamResponse:
+    ) -> Served:
         config = service.config
         body = await self._read_body(request)
         trace = headers.request_trace(request.headers, self.rand)
@@ -318,9 +400,41 @@ class Proxy:
             status=r.status,
             now=now,
         )
-        return self._response(
-            request, r.status, head.headers, r.body if head.send_body else b"", reason=r.reason
+        out = head.headers
+        # The trace echo belongs to this request, not to a stored copy (RESP-1, CACHE-4).
+        ex.trace_echo = out.popone("X-Cloud-Trace-Context", "")
+        out.popall("Date", None)
+        out.popall("Server", None)
+        if not head.send_body:
+            return Served(r.status, out, b"", r.reason)
+        sent = await self.edge.encode(
+            request.headers,
+            out,
+            r.body,
+            status=r.status,
+            may_compress=head.may_compress,
+            origin_encoding=r.headers.get("Content-Encoding"),
         )
+        return Served(r.status, out, sent, r.reason)
+
+    def _finish(
+        self,
+        request: web.BaseRequest,
+        status: int,
+        out: CIMultiDict[str],
+        body: bytes,
+        ex: Exchange,
+        now: float,
+        reason: str | None = None,
+    ) -> web.Response:
+        """Add what belongs to this one response (RESP-1, CACHE-6) and hand it to aiohttp."""
+        out["Server"] = headers.SERVER
+        out["Date"] = self.date(now)
+        if ex.trace_echo:
+            out["X-Cloud-Trace-Context"] = ex.trace_echo
+        if self.settings.cache_header:
+            out["X-GFE-Cache"] = ex.cache
+        return self._response(request, status, out, body, reason=reason)
 
     async def _read_body(self, request: web.BaseRequest) -> bytes:
         """The whole request body, 413 past 32 MB even when chunked (SPEC HDR-3)."""
@@ -334,6 +448,13 @@ class Proxy:
                 raise RequestRejected(413, "request body over 32 MB")
             chunks.append(chunk)
         return b"".join(chunks)
+
+    def _other_port(self, request: web.BaseRequest, scheme: Scheme) -> int | None:
+        """SPEC SEC-1: the port a secure: redirect targets; None = the scheme's default."""
+        if self.settings.trust_forwarded_proto and "X-Forwarded-Proto" in request.headers:
+            return None  # behind a TLS-terminating proxy: its public ports are the defaults
+        want = "https" if scheme == "http" else "http"
+        return next((port for s, _, port in self.listeners if s == want), None)
 
     def _default_hostname(self) -> str:
         host = self.settings.host
@@ -351,10 +472,13 @@ class Proxy:
         *,
         reason: str | None = None,
     ) -> web.Response:
-        if request.method == "HEAD" or status in (204, 304) or status < 200:
-            # No body on the wire; aiohttp must not invent a Content-Length or Content-Type.
-            resp = web.Response(status=status, reason=reason, headers=out)
-            return resp
+        if status in (204, 304) or status < 200 or not body:
+            # No body on the wire; aiohttp must not invent a Content-Type. A HEAD answer from
+            # an instance keeps the app's Content-Length (RESP-5).
+            return web.Response(status=status, reason=reason, headers=out)
+        # aiohttp sets Content-Length from ``body`` (after compression changed it), and for HEAD
+        # sends that length without the body.
+        out.popall("Content-Length", None)
         return web.Response(status=status, reason=reason, headers=out, body=body)
 
     def _error_response(

@@ -1,14 +1,76 @@
 """Test app for the integration tier: plain WSGI, standard library only."""
 
+import gzip
+import itertools
 import json
 import os
+import threading
 import time
 from urllib.parse import parse_qs
+
+_COUNTER = itertools.count(1)
+_COUNTER_LOCK = threading.Lock()
+TEXT = ("All work and no play makes Jack a dull boy. " * 400).encode()
+
+
+def _next() -> int:
+    with _COUNTER_LOCK:
+        return next(_COUNTER)
+
+
+def _edge(path, qs, start_response):
+    """Endpoints for the edge tests (COMP-*, CACHE-*); None when ``path`` is not one."""
+    n = _next()
+    text = b"render %d\n" % n + TEXT
+    if path == "/edge/cacheable":
+        extra = [("Vary", qs["vary"][0])] if "vary" in qs else []
+        time.sleep(float(qs.get("sleep", ["0"])[0]))
+        start_response(
+            "200 OK",
+            [("Content-Type", "text/plain"), ("Cache-Control", "public, max-age=60"), *extra],
+        )
+        return [text]
+    if path == "/edge/private":
+        start_response(
+            "200 OK", [("Content-Type", "text/plain"), ("Cache-Control", "private, max-age=60")]
+        )
+        return [text]
+    if path == "/edge/cookie":
+        start_response(
+            "200 OK",
+            [
+                ("Content-Type", "text/plain"),
+                ("Cache-Control", "public, max-age=60"),
+                ("Set-Cookie", "s=1"),
+            ],
+        )
+        return [text]
+    if path == "/edge/app-gzip":
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Encoding", "gzip")])
+        return [gzip.compress(text)]
+    if path == "/edge/png":
+        start_response("200 OK", [("Content-Type", "image/png")])
+        return [text]
+    if path == "/edge/big-cacheable":
+        kb = int(qs.get("kb", ["512"])[0])
+        start_response(
+            "200 OK",
+            [
+                ("Content-Type", "application/octet-stream"),
+                ("Cache-Control", "public, max-age=600"),
+            ],
+        )
+        return [os.urandom(kb * 1024)]
+    return None
 
 
 def app(environ, start_response):
     path = environ.get("PATH_INFO", "/")
     qs = parse_qs(environ.get("QUERY_STRING", ""))
+    if path.startswith("/edge/"):
+        answer = _edge(path, qs, start_response)
+        if answer is not None:
+            return answer
     if path == "/headers":
         seen = {
             k[5:].replace("_", "-").title(): v for k, v in environ.items() if k.startswith("HTTP_")
