@@ -90,6 +90,8 @@ def _split_apps(apps: Sequence[str]) -> tuple[list[Path], Path | None]:
         else:
             paths.append(path)
     if not paths:
+    if not apps and not DEMO_APP.is_dir():
+        raise UsageError("no APP given, and the bundled demo is not installed (give an app dir)")
         raise UsageError("no app given (only a dispatch.yaml)")
     return paths, dispatch
 
@@ -138,6 +140,8 @@ def _settings(ns: argparse.Namespace) -> Settings:
         host=ns.host,
         port=ns.port,
         https_port=ns.https_port,
+    if bool(ns.cert) != bool(ns.key):
+        raise UsageError("--cert and --key must be given together")
         admin_port=ns.admin_port,
         cert=Path(ns.cert) if ns.cert else None,
         key=Path(ns.key) if ns.key else None,
@@ -246,6 +250,16 @@ async def _serve_async(
     await stopping
     print("gfe-proxy: stopping", flush=True)
     await proxy.stop()
+    cert = proxy.certificate
+    if cert is not None and cert.self_signed:
+        made = "generated" if cert.created else "reused"
+        print(
+            f"gfe-proxy: https certificate {cert.cert} ({made}; self-signed for localhost, "
+            "127.0.0.1 and ::1: trust it once to avoid browser warnings)",
+            flush=True,
+        )
+    elif cert is not None:
+        print(f"gfe-proxy: https certificate {cert.cert}", flush=True)
     return EXIT_OK
 
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
+import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -46,10 +50,22 @@ class RunningProxy:
     stdout: list[str] = field(default_factory=list)
     stderr: list[str] = field(default_factory=list)
     pumps: list[threading.Thread] = field(default_factory=list)
+    https_port: int = 0  # 0: HTTPS disabled (start_proxy(https=False))
+    cert: Path | None = None  # the HTTPS listener's certificate, trusted by request(https=True)
+    cache_home: Path | None = None  # the XDG_CACHE_HOME this proxy was given (removed at stop)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def https_url(self) -> str:
+        return f"https://127.0.0.1:{self.https_port}"
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A client context that trusts this proxy's (self-signed) certificate and no other."""
+        assert self.cert is not None, "start the proxy with https=True"
+        return ssl.create_default_context(cafile=str(self.cert))
 
     def request(
         self,
@@ -60,8 +76,15 @@ class RunningProxy:
         body: bytes | None = None,
         port: int | None = None,
         timeout: float = 30,
+        https: bool = False,
     ) -> Response:
-        conn = http.client.HTTPConnection("127.0.0.1", port or self.port, timeout=timeout)
+        conn: http.client.HTTPConnection
+        if https:
+            conn = http.client.HTTPSConnection(
+                "127.0.0.1", port or self.https_port, timeout=timeout, context=self.ssl_context()
+            )
+        else:
+            conn = http.client.HTTPConnection("127.0.0.1", port or self.port, timeout=timeout)
         try:
             items = list(headers.items() if isinstance(headers, dict) else (headers or []))
             has_host = any(k.lower() == "host" for k, _ in items)
@@ -111,6 +134,8 @@ class RunningProxy:
             raise
         finally:
             self.close_pipes()
+            if self.cache_home is not None:
+                shutil.rmtree(self.cache_home, ignore_errors=True)
 
     def close_pipes(self) -> None:
         for t in self.pumps:
@@ -131,10 +156,20 @@ def _pump(stream, sink: list[str], ready: threading.Event | None) -> None:  # ty
 
 
 def start_proxy(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 60.0
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60.0, https: bool = False
 ) -> RunningProxy:
-    """Start `python -m gfe_proxy serve ARGS` and wait for its ready line."""
+    """Start `python -m gfe_proxy serve ARGS` and wait for its ready line.
+
+    ``https=True`` also opens the HTTPS listener on a free port; its self-signed certificate is
+    made in a fresh XDG_CACHE_HOME (never the user's ~/.cache), read back from the start-up
+    line, and trusted by ``request(..., https=True)``.
+    """
     port, admin = free_port(), free_port()
+    https_port = free_port() if https else 0
+    cache_home = None
+    if "XDG_CACHE_HOME" not in (env or {}):
+        cache_home = Path(tempfile.mkdtemp(prefix="gfe-proxy-test-cache-"))
+        env = {**(env or {}), "XDG_CACHE_HOME": str(cache_home)}
     cmd = [
         sys.executable,
         "-m",
@@ -146,7 +181,7 @@ def start_proxy(
         "--admin-port",
         str(admin),
         "--https-port",
-        "0",
+        str(https_port),
     ]
     proc = subprocess.Popen(
         cmd,
@@ -155,7 +190,9 @@ def start_proxy(
         stderr=subprocess.PIPE,
         env={**os.environ, **(env or {})},
     )
-    running = RunningProxy(proc=proc, port=port, admin_port=admin)
+    running = RunningProxy(
+        proc=proc, port=port, admin_port=admin, https_port=https_port, cache_home=cache_home
+    )
     ready = threading.Event()
     running.pumps = [
         threading.Thread(target=_pump, args=(proc.stdout, running.stdout, ready), daemon=True),
@@ -167,10 +204,19 @@ def start_proxy(
         proc.kill()
         proc.wait()
         running.close_pipes()
+        if cache_home is not None:
+            shutil.rmtree(cache_home, ignore_errors=True)
         raise AssertionError(
             "gfe-proxy did not become ready:\n" + "\n".join(running.stdout + running.stderr)
         )
+    if https:
+        found = [m for line in running.stdout if (m := _CERT_LINE.match(line))]
+        assert found, "no certificate line:\n" + "\n".join(running.stdout)
+        running.cert = Path(found[0].group(1))
     return running
+
+
+_CERT_LINE = re.compile(r"gfe-proxy: https certificate (\S+)")
 
 
 def pid_alive(pid: int) -> bool:
