@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 APP    ?=
 ARGS   ?=
 
-.PHONY: run test lint typecheck unit integration check routes clean
+.PHONY: run test lint typecheck unit integration check routes clean bench
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,21 @@ integration: $(VENV)/.installed-test
 
 test: lint typecheck
 	$(PY) -m pytest
+
+# Benchmarks (issue 6, benchmarks/README.md): Debian's nginx, varnish and wrk when absent,
+# py-spy into the venv for benchmarks/profile.py, then every system; ARGS=--quick for ~4 min.
+bench: $(VENV)/.installed
+	@missing=""; for p in nginx varnish wrk; do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+		echo "bench: installing$$missing"; \
+		$$sudo apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@test -x $(VENV)/bin/py-spy || $(PY) -m pip install --quiet py-spy
+	$(PY) benchmarks/bench $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
