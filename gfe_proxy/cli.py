@@ -73,6 +73,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--scale-down-delay", type=float, default=float(_env("scale_down_delay", 900.0))
     )
+    # Test-oriented: SPEC SCALE-3's 10 s pending timeout, shortened so a test need not wait.
+    serve.add_argument(
+        "--pending-timeout",
+        type=float,
+        default=float(_env("pending_timeout", 10.0)),
+        help=argparse.SUPPRESS,
+    )
     serve.add_argument("-q", "--quiet", action="store_true", help="no access log")
 
     for name, help_ in (("check", "validate app.yaml"), ("routes", "print the handler table")):
@@ -83,6 +90,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _split_apps(apps: Sequence[str]) -> tuple[list[Path], Path | None]:
     paths, dispatch = [], None
+    if not apps and not DEMO_APP.is_dir():
+        raise UsageError("no APP given, and the bundled demo is not installed (give an app dir)")
     for a in apps or [str(DEMO_APP)]:
         path = Path(a)
         if path.name in ("dispatch.yaml", "dispatch.yml"):
@@ -90,8 +99,6 @@ def _split_apps(apps: Sequence[str]) -> tuple[list[Path], Path | None]:
         else:
             paths.append(path)
     if not paths:
-    if not apps and not DEMO_APP.is_dir():
-        raise UsageError("no APP given, and the bundled demo is not installed (give an app dir)")
         raise UsageError("no app given (only a dispatch.yaml)")
     return paths, dispatch
 
@@ -133,6 +140,8 @@ def _settings(ns: argparse.Namespace) -> Settings:
         cache_size = parse_size(str(ns.cache_size))
     except ValueError as e:
         raise UsageError(f"--cache-size: {e}") from None
+    if bool(ns.cert) != bool(ns.key):
+        raise UsageError("--cert and --key must be given together")
     paths, dispatch = _split_apps(ns.apps)
     return Settings(
         apps=tuple(paths),
@@ -140,8 +149,6 @@ def _settings(ns: argparse.Namespace) -> Settings:
         host=ns.host,
         port=ns.port,
         https_port=ns.https_port,
-    if bool(ns.cert) != bool(ns.key):
-        raise UsageError("--cert and --key must be given together")
         admin_port=ns.admin_port,
         cert=Path(ns.cert) if ns.cert else None,
         key=Path(ns.key) if ns.key else None,
@@ -152,6 +159,7 @@ def _settings(ns: argparse.Namespace) -> Settings:
         trust_forwarded_proto=ns.trust_forwarded_proto,
         request_timeout=float(ns.request_timeout) if ns.request_timeout is not None else None,
         scale_down_delay=ns.scale_down_delay,
+        pending_timeout=ns.pending_timeout,
     )
 
 
@@ -242,14 +250,6 @@ async def _serve_async(
         label = "admin" if scheme == "admin" else scheme
         shown = "admin http" if scheme == "admin" else scheme
         print(f"gfe-proxy: {label} listening on {shown.split()[-1]}://{host}:{port}/", flush=True)
-    for c in configs:
-        print(f"gfe-proxy: service {c.service} from {c.path}", flush=True)
-        for line in route_table(c):
-            print("  " + line, flush=True)
-    print("gfe-proxy: ready", flush=True)
-    await stopping
-    print("gfe-proxy: stopping", flush=True)
-    await proxy.stop()
     cert = proxy.certificate
     if cert is not None and cert.self_signed:
         made = "generated" if cert.created else "reused"
@@ -260,6 +260,14 @@ async def _serve_async(
         )
     elif cert is not None:
         print(f"gfe-proxy: https certificate {cert.cert}", flush=True)
+    for c in configs:
+        print(f"gfe-proxy: service {c.service} from {c.path}", flush=True)
+        for line in route_table(c):
+            print("  " + line, flush=True)
+    print("gfe-proxy: ready", flush=True)
+    await stopping
+    print("gfe-proxy: stopping", flush=True)
+    await proxy.stop()
     return EXIT_OK
 
 

@@ -47,6 +47,9 @@ class Settings:
     request_timeout: float | None = None  # seconds; None = SPEC SCALE-4 defaults
     scale_down_delay: float = 900.0  # seconds; production ≈ 15 min (SPEC SCALE-1)
     pending_timeout: float = 10.0  # seconds; SPEC SCALE-3
+    scaling_tick: float = 0.2  # seconds between autoscaler ticks (scaling.py: every 0.2–1 s)
+    memory_interval: float = 2.0  # seconds between samples of instance memory (SPEC INST-3)
+    reload_interval: float = 1.0  # seconds between --reload polls of the app files
     max_instances_cap: int = 20  # bound for automatic scaling without max_instances (local machine)
     start_timeout: float = 60.0  # seconds an instance may take to answer HTTP
     stop_grace: float = 5.0  # seconds between SIGTERM and SIGKILL
