@@ -178,6 +178,16 @@ class Pool(Generic[W]):
         self._queue.append(_Pending(waiter, now))
         return None
 
+    def acquire_on(self, instance_id: str) -> bool:
+        """A slot on one named instance (SPEC ROUTE-5 targeting), never queued: True when it is
+        READY with a free slot. Whenever requests are pending no READY slot is free, so a
+        targeted request never overtakes the queue."""
+        rec = self._instances.get(instance_id)
+        if rec is None or rec.free <= 0:
+            return False
+        self._take(rec)
+        return True
+
     def release(self, instance_id: str, *, now: float) -> list[tuple[W, str]]:
         """A request on ``instance_id`` finished; returns the waiters that can now run."""
         rec = self._instances.get(instance_id)

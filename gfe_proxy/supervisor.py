@@ -1,254 +1,102 @@
-"""Instances as real processes: spawn, probe, stop, replace; and request dispatch through the pool.
+"""The instances of one service: dispatch through the pool, the autoscaler tick, the lifecycle.
 
-The pure ``Pool`` decides which instance serves a request and who waits; this module carries
-those decisions out with futures and processes (SPEC INST-1…INST-4, SCALE-3, SCALE-4).
-Every background task is owned by a ``TaskGroup``-like ``Tasks`` and cancelled on shutdown.
+Theory of operation
+-------------------
+``pool.Pool`` decides which instance serves a request and who waits (SPEC INST-4);
+``scaling.decide`` decides how many instances there should be (SCALE-1/2); this module carries
+both out with futures and processes (process.py) and decides nothing itself.
+
+Requests: ``forward`` asks the pool for a slot; without one the request's future waits in the
+pool's FIFO queue and is woken with an instance id when capacity appears. A request that finds
+the queue empty and has to wait kicks the tick, so a cold service starts an instance at once.
+
+One tick (every ``settings.scaling_tick`` seconds, and when kicked):
+  1. requests pending longer than ``settings.pending_timeout`` fail (SCALE-3);
+  2. instances that crashed or were recycled are replaced (INST-3), unless boots are failing,
+     in which case starts wait out an exponential backoff (0.5 s … 30 s; an instance dying
+     within 10 s of READY counts as a failed boot, so a crash loop slows down too);
+  3. ``scaling.decide(policy, pool.snapshot(now), memory, now=now)``; a non-empty decision is
+     logged on ``gfe_proxy.scaling`` with its reason verbatim and kept (the last 50) for the
+     status page. Starts are added to the pool (STARTING) before the tick returns, so the next
+     decision counts them; stops are drained: moved to DRAINING at once (no new requests),
+     stopped when their last request finishes;
+  4. once a second a history sample (instances, in flight, pending) for the status chart;
+     every ``settings.memory_interval`` seconds the memory of each instance's process group
+     (a worker thread reads /proc), recycling any above its instance class (INST-3).
+
+An instance's life (pool.TRANSITIONS): STARTING (spawned; port answers HTTP; ``/_ah/start`` for
+manual/basic, ``/_ah/warmup`` with ``inbound_services: [warmup]``) → READY → DRAINING (scaled
+down, recycled after a deadline or over memory, replaced by a reload: no new requests, the
+running ones finish) → ``/_ah/stop`` for manual/basic, SIGTERM, SIGKILL after the grace period →
+STOPPED. An exit we did not ask for is a crash (→ FAILED): queued requests stay queued, an
+idempotent request that got no response byte is retried once elsewhere, and a replacement starts.
+
+Reload (``--reload``): ``reload(config)`` boots the new version's instances while the old ones
+keep serving, then in one step of the event loop makes the new ones READY (they take the queue)
+and drains the old ones. If a new instance fails to boot, the old version keeps serving.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
+import dataclasses
 import logging
 import os
-import re
 import secrets
-import signal
-import socket
-import sys
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
-from gfe_proxy import launch
-from gfe_proxy.config import AppConfig, BasicScaling, ManualScaling
+from gfe_proxy import launch, memory, routing
+from gfe_proxy.config import AppConfig, AutomaticScaling, BasicScaling, ManualScaling
 from gfe_proxy.errors import (
     DeadlineExceeded,
+    GfeError,
     InstanceUnavailable,
     PendingTimeout,
     StartupError,
     UpstreamError,
 )
 from gfe_proxy.pool import Event, Pool, State
+from gfe_proxy.process import InstanceProcess, Tasks, free_port
+from gfe_proxy.scaling import Decision, ScalerMemory, decide, max_instances_of
 from gfe_proxy.settings import Settings
 from gfe_proxy.upstream import UpstreamClient, UpstreamResponse
 
 log = logging.getLogger("gfe_proxy.instances")
+scaling_log = logging.getLogger("gfe_proxy.scaling")
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
-_PROBE_PATH = "/_ah/health"
-_PR_SET_PDEATHSIG = 1
-_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b(:|$)")
+DECISIONS_KEPT = 50  # scaling decisions shown on the status page
+HISTORY_SAMPLES = 300  # one a second: the status chart's last five minutes
+BACKOFF_MIN, BACKOFF_MAX = 0.5, 30.0  # seconds between starts while boots keep failing
+# *(decision)* SIGTERM-to-SIGKILL grace of an instance recycled after a deadline: it is still
+# running the hung request, which was already answered with 500; nothing is worth waiting for.
+HUNG_GRACE = 1.0  # seconds
+# An instance that dies this soon after becoming READY counts as a failed boot for the backoff,
+# so an app that crashes right after start is not restarted in a tight loop.
+CRASH_LOOP_WINDOW = 10.0  # seconds
+_LIVE = (State.STARTING, State.READY)
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """An ephemeral port on ``host`` that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    # Linux: the instance gets SIGTERM if gfe-proxy itself is killed, so no orphans even then.
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-class Tasks:
-    """Owner of background tasks: keeps references, names them, cancels them on close."""
-
-    def __init__(self) -> None:
-        self._tasks: set[asyncio.Task[Any]] = set()
-
-    def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-        return task
-
-    def _done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("background task %s failed: %r", task.get_name(), task.exception())
-
-    async def close(self) -> None:
-        tasks = list(self._tasks)
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-
-class InstanceProcess:
-    """One backend server process on 127.0.0.1:port, in its own process group."""
-
-    def __init__(self, *, instance_id: str, service: str, spec: launch.Launch, port: int) -> None:
-        self.id = instance_id
-        self.service = service
-        self.spec = spec
-        self.port = port
-        self.proc: asyncio.subprocess.Process | None = None
-        self.stderr_tail: deque[str] = deque(maxlen=60)
-        self.stopping = False
-        self._readers: list[asyncio.Task[None]] = []
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
-
-    @property
-    def returncode(self) -> int | None:
-        return self.proc.returncode if self.proc else None
-
-    def __repr__(self) -> str:
-        return f"<InstanceProcess {self.service}/{self.id} port={self.port} pid={self.pid}>"
-
-    async def spawn(self) -> None:
-        try:
-            self.proc = await asyncio.create_subprocess_exec(
-                *self.spec.argv,
-                cwd=str(self.spec.cwd),
-                env=self.spec.env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                start_new_session=True,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-            )
-        except FileNotFoundError:
-            raise StartupError(
-                f"service {self.service}: command not found: {self.spec.argv[0]!r}"
-            ) from None
-        except PermissionError:
-            raise StartupError(
-                f"service {self.service}: command not executable: {self.spec.argv[0]!r}"
-            ) from None
-        assert self.proc.stdout is not None
-        assert self.proc.stderr is not None
-        self._readers = [
-            asyncio.get_running_loop().create_task(
-                self._pipe(self.proc.stdout, keep=False), name=f"{self.id}-stdout"
-            ),
-            asyncio.get_running_loop().create_task(
-                self._pipe(self.proc.stderr, keep=True), name=f"{self.id}-stderr"
-            ),
-        ]
-
-    async def _pipe(self, stream: asyncio.StreamReader, *, keep: bool) -> None:
-        # SPEC INST-3: instance stdout/stderr go to our log, prefixed with the instance id.
-        while True:
-            try:
-                line = await stream.readline()
-            except (ValueError, asyncio.LimitOverrunError):
-                continue  # an overlong line: skip it rather than stop logging
-            if not line:
-                return
-            text = line.decode("utf-8", "replace").rstrip()
-            if keep:
-                self.stderr_tail.append(text)
-            log.info("[%s/%s] %s", self.service, self.id, text)
-
-    async def wait_ready(self, limit: float) -> None:
-        """Poll until the port answers HTTP (any status line); StartupError if it exits."""
-        assert self.proc is not None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + limit
-        while True:
-            if self.proc.returncode is not None:
-                await self._drain_readers()
-                raise StartupError(self._exit_reason("before answering HTTP"))
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise StartupError(
-                    f"service {self.service}: instance {self.id} did not answer HTTP on port "
-                    f"{self.port} within {limit:g}s"
-                )
-            try:
-                if await asyncio.wait_for(self._probe(), timeout=remaining):
-                    return
-            except (TimeoutError, OSError):
-                pass
-            # A poll with a deadline: the port is not open yet.
-            await asyncio.sleep(0.05)
-
-    async def _probe(self) -> bool:
-        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-        try:
-            writer.write(
-                f"GET {_PROBE_PATH} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
-                "Connection: close\r\n\r\n".encode()
-            )
-            line = await reader.readline()
-            return line.startswith(b"HTTP/")
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-
-    async def _drain_readers(self) -> None:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*self._readers, return_exceptions=True), 1.0)
-
-    def _exit_reason(self, when: str) -> str:
-        code = self.returncode
-        # The most telling line: the last exception line of a traceback, else the last line.
-        lines = [line.strip() for line in self.stderr_tail if line.strip()]
-        last = next(
-            (line for line in reversed(lines) if _EXCEPTION_LINE.match(line)),
-            lines[-1] if lines else "",
-        )
-        how = (
-            f"was killed by signal {-code}"
-            if code is not None and code < 0
-            else f"exited with code {code}"
-        )
-        return f"service {self.service}: instance {self.id} {how} {when}" + (
-            f": {last.strip()}" if last else ""
-        )
-
-    async def wait(self) -> int:
-        assert self.proc is not None
-        code = await self.proc.wait()
-        await self._drain_readers()
-        return code
-
-    async def stop(self, grace: float) -> None:
-        """SIGTERM to the whole process group, SIGKILL after ``grace`` seconds."""
-        self.stopping = True
-        proc = self.proc
-        if proc is None or proc.returncode is not None:
-            return
-        self._signal_group(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), timeout=grace)
-        except TimeoutError:
-            log.warning("[%s/%s] did not stop within %gs; killing", self.service, self.id, grace)
-            self._signal_group(signal.SIGKILL)
-            await proc.wait()
-        # The leader is gone; make sure nothing it started outlives it.
-        self._signal_group(signal.SIGKILL)
-        await self._drain_readers()
-
-    def kill(self) -> None:
-        self._signal_group(signal.SIGKILL)
-
-    def _signal_group(self, sig: signal.Signals) -> None:
-        if self.proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, sig)
-
-
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Instance:
     """An instance process with its keep-alive upstream client."""
 
     id: str
     process: InstanceProcess
     client: UpstreamClient
-    started_at: float
+    started_at: float  # clock time of the spawn
+    generation: int  # bumped by each reload
+    warmed: bool = False  # got /_ah/start or /_ah/warmup: its first request is no loading request
+    held: bool = False  # booted by a reload, waiting for the switch
+    ready_at: float | None = None  # clock time it became READY
+    memory: int | None = None  # bytes, last sample of its process group
+    stop_reason: str | None = None  # set once we decided to stop it
+    drained: asyncio.Event = field(default_factory=asyncio.Event)  # in-flight fell to 0, or exit
 
     def __repr__(self) -> str:
         return f"<Instance {self.id} port={self.process.port} pid={self.process.pid}>"
@@ -262,6 +110,17 @@ class Forwarded:
     loading: bool
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Decided:
+    """One carried-out scaling step, as the status page lists it."""
+
+    time: float  # wall clock
+    action: str  # "start" | "stop" | "replace" | "recycle" | "reload"
+    start: int = 0
+    stop: tuple[str, ...] = ()
+    reason: str
+
+
 def deadline_for(config: AppConfig, settings: Settings) -> float:
     """SPEC SCALE-4: 10 min automatic, 24 h basic/manual, or ``--request-timeout``."""
     if settings.request_timeout is not None:
@@ -272,7 +131,8 @@ def deadline_for(config: AppConfig, settings: Settings) -> float:
 
 
 def initial_instances(config: AppConfig) -> int:
-    """How many instances to have at startup (the autoscaler refines it later)."""
+    """Instances started with gfe-proxy (the autoscaler refines it): manual ``instances``,
+    automatic ``min_instances``, and at least one, so a broken app fails at start (CLI-3)."""
     s = config.scaling
     if isinstance(s, ManualScaling):
         return max(1, s.instances)
@@ -281,8 +141,18 @@ def initial_instances(config: AppConfig) -> int:
     return max(1, s.min_instances)
 
 
+def scaling_kind(config: AppConfig) -> str:
+    match config.scaling:
+        case ManualScaling():
+            return "manual"
+        case BasicScaling():
+            return "basic"
+        case _:
+            return "automatic"
+
+
 class ServiceRuntime:
-    """The instances of one service, their pool, and request dispatch to them."""
+    """The instances of one service, their pool, the autoscaler and request dispatch."""
 
     def __init__(
         self,
@@ -290,59 +160,91 @@ class ServiceRuntime:
         settings: Settings,
         *,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
         base_env: dict[str, str] | None = None,
     ) -> None:
         self.config = config
         self.settings = settings
         self.clock = clock
+        self.wall = wall
         self.pool: Pool[asyncio.Future[str]] = Pool()
         self.instances: dict[str, Instance] = {}
         self.deadline = deadline_for(config, settings)
-        self.desired = initial_instances(config)
-        self.limit = config.max_concurrent_requests
         self.deployment_id = str(int(time.time() * 1000))
+        self.decisions: deque[Decided] = deque(maxlen=DECISIONS_KEPT)
+        # (wall time, live instances, ready instances, in flight, pending, requests so far),
+        # one a second
+        self.history: deque[tuple[float, int, int, int, int, int]] = deque(maxlen=HISTORY_SAMPLES)
+        self.counters = dict.fromkeys(
+            ("requests", "started", "stopped", "crashed", "recycled", "pending_timeouts"), 0
+        )
         self._base_env = dict(os.environ if base_env is None else base_env)
+        self._router = routing.Router.from_handlers(config.handlers)
         self._seq = 0
+        self._generation = 1
         self._tasks = Tasks()
         self._closing = False
+        self._reloading = False
+        self._scaler = ScalerMemory()
+        self._owed: list[str] = []  # why each owed replacement is owed (crash, recycle)
         self._backoff = 0.0
-        self._restarting: asyncio.Task[Any] | None = None
-        self.requests_total = 0
+        self._hold_until = 0.0  # no start before this clock time (failed boots)
+        self._last_failure = float("-inf")  # clock time of the last failed boot
+        self._boot_error: str | None = None  # the last failed boot, until one succeeds
+        self._kick = asyncio.Event()
+        self._next_history = 0.0
+        self._next_memory = 0.0
+        self._memory_task: asyncio.Task[None] | None = None
 
     @property
     def name(self) -> str:
         return self.config.service
 
+    @property
+    def limit(self) -> int:
+        return self.config.max_concurrent_requests
+
+    @property
+    def requests_total(self) -> int:
+        return self.counters["requests"]
+
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the initial instances and wait until they answer HTTP (StartupError if not)."""
-        results = await asyncio.gather(
-            *(self._start_instance() for _ in range(self.desired)), return_exceptions=True
-        )
+        """Start the initial instances and wait until they are READY (StartupError if not)."""
+        config = self.config
+        boots = [self._boot(self._launch(config), config) for _ in range(initial_instances(config))]
+        results = await asyncio.gather(*boots, return_exceptions=True)
         for r in results:
             if isinstance(r, BaseException):
                 raise r
         self._tasks.spawn(self._ticker(), name=f"{self.name}-tick")
 
     async def close(self) -> None:
+        """Stop every instance at once (no draining) and answer queued requests with 503."""
         self._closing = True
-        for fut in self.pool.expired(now=self.clock(), max_wait=-1.0):
-            if not fut.done():
-                fut.set_exception(InstanceUnavailable("shutting down"))
+        self._fail_pending(InstanceUnavailable("gfe-proxy is shutting down"))
         await self._tasks.close()
         await asyncio.gather(
-            *(self._stop(inst) for inst in list(self.instances.values())),
+            *(
+                self._stop(inst, "shutting down", drain=False)
+                for inst in list(self.instances.values())
+            ),
             return_exceptions=True,
         )
 
-    async def _start_instance(self) -> Instance:
+    def kick(self) -> None:
+        """Run a tick now rather than at the next interval."""
+        self._kick.set()
+
+    def _launch(self, config: AppConfig) -> Instance:
+        """Create an instance record (STARTING, counted by the next decision); no I/O yet."""
         self._seq += 1
         iid = f"i-{self._seq}"
         port = free_port()
-        argv, shim = launch.command(self.config, port=port, stop_grace=self.settings.stop_grace)
+        argv, shim = launch.command(config, port=port, stop_grace=self.settings.stop_grace)
         env = launch.environment(
-            self.config,
+            config,
             port=port,
             instance_id=iid,
             gae_instance=secrets.token_hex(32),
@@ -350,102 +252,413 @@ class ServiceRuntime:
             project=self.settings.project,
             base=self._base_env,
         )
-        spec = launch.Launch(argv=argv, env=env, cwd=self.config.root, uses_shim=shim)
-        proc = InstanceProcess(instance_id=iid, service=self.name, spec=spec, port=port)
+        spec = launch.Launch(argv=argv, env=env, cwd=config.root, uses_shim=shim)
         now = self.clock()
-        self.pool.add(iid, limit=self.limit, now=now)
+        self.pool.add(iid, limit=config.max_concurrent_requests, now=now)
         inst = Instance(
             id=iid,
-            process=proc,
+            process=InstanceProcess(instance_id=iid, service=self.name, spec=spec, port=port),
             client=UpstreamClient("127.0.0.1", port),
             started_at=now,
+            generation=self._generation,
         )
         self.instances[iid] = inst
-        log.info("[%s/%s] starting on port %d: %s", self.name, iid, port, " ".join(argv))
+        self.counters["started"] += 1
+        return inst
+
+    async def _boot(self, inst: Instance, config: AppConfig, *, hold: bool = False) -> None:
+        """Spawn, probe, /_ah/start or /_ah/warmup; READY unless ``hold`` (a reload switches
+        held instances itself). StartupError, after cleaning up, if any step fails."""
+        proc = inst.process
+        log.info(
+            "[%s/%s] starting on port %d: %s",
+            self.name,
+            inst.id,
+            proc.port,
+            " ".join(proc.spec.argv),
+        )
         try:
             await proc.spawn()
             await proc.wait_ready(self.settings.start_timeout)
+            await self._warm(inst, config)
         except BaseException:
-            self.pool.transition(iid, Event.CRASHED, now=self.clock())
-            self.pool.forget(iid)
-            self.instances.pop(iid, None)
+            self._discard(inst)
             await proc.stop(self.settings.stop_grace)
             await inst.client.close()
             raise
-        log.info("[%s/%s] ready on port %d (pid %s)", self.name, iid, port, proc.pid)
-        self._backoff = 0.0
-        self._wake(self.pool.transition(iid, Event.READY, now=self.clock()))
-        self._tasks.spawn(self._watch(inst), name=f"{self.name}-{iid}-watch")
-        return inst
+        if inst.stop_reason is not None:  # stopped while booting; _stop cleans up
+            return
+        inst.held = hold
+        self._tasks.spawn(self._watch(inst), name=f"{self.name}-{inst.id}-watch")
+        if not hold:
+            self._make_ready(inst)
+
+    def _make_ready(self, inst: Instance) -> None:
+        inst.held = False
+        inst.ready_at = self.clock()
+        log.info(
+            "[%s/%s] ready on port %d (pid %s)",
+            self.name,
+            inst.id,
+            inst.process.port,
+            inst.process.pid,
+        )
+        self._boot_error = None
+        self._wake(self.pool.transition(inst.id, Event.READY, now=self.clock()))
+
+    async def _warm(self, inst: Instance, config: AppConfig) -> None:
+        # Manual and basic instances get /_ah/start, automatic ones /_ah/warmup when the app
+        # asks for it (production sends warmup requests to automatic instances only). Once one
+        # has run, the instance's first request is no loading request (LOG-1).
+        deadline = deadline_for(config, self.settings)
+        if isinstance(config.scaling, (ManualScaling, BasicScaling)):
+            # SPEC INST-3: 200–299 or 404 = started.
+            status = await self._internal(inst, config, "/_ah/start", deadline)
+            if status is not None and not (200 <= status < 300 or status == 404):
+                raise StartupError(
+                    f"service {self.name}: instance {inst.id} answered /_ah/start with {status}"
+                )
+            inst.warmed = status is not None
+        elif "warmup" in config.inbound_services:
+            # SPEC INST-3: READY only after /_ah/warmup returned. A failing warmup handler is
+            # logged and the instance used anyway, as in production.
+            status = await self._internal(inst, config, "/_ah/warmup", deadline)
+            if status is not None and status >= 400 and status != 404:
+                log.warning("[%s/%s] /_ah/warmup answered %d", self.name, inst.id, status)
+            inst.warmed = status is not None
+
+    async def _internal(
+        self, inst: Instance, config: AppConfig, path: str, limit: float
+    ) -> int | None:
+        """Send one of our own ``/_ah/`` requests to an instance; its status. None, without
+        sending anything, when no handler of a gen1 app matches the path (production answers
+        such a request 404 without running any code)."""
+        headers = [("Host", f"127.0.0.1:{inst.process.port}")]
+        if inst.process.spec.uses_shim:
+            router = (
+                self._router
+                if config is self.config
+                else routing.Router.from_handlers(config.handlers)
+            )
+            match = router.match(path)
+            if match is None or match.script is None:
+                return None
+            headers.append((launch.SCRIPT_HEADER, match.script))
+        try:
+            response = await inst.client.request("GET", path, headers, b"", timeout=limit)
+        except DeadlineExceeded:
+            raise StartupError(
+                f"service {self.name}: instance {inst.id}: {path} got no answer in {limit:g}s"
+            ) from None
+        except GfeError as e:
+            if inst.process.returncode is not None:
+                raise StartupError(inst.process.exit_reason(f"during {path}")) from None
+            raise StartupError(
+                f"service {self.name}: instance {inst.id}: {path} failed: {e}"
+            ) from None
+        return response.status
+
+    async def _boot_in_background(self, inst: Instance, config: AppConfig) -> None:
+        try:
+            await self._boot(inst, config)
+        except StartupError as e:
+            if inst.stop_reason is not None or self._closing:
+                return  # we stopped it ourselves
+            self._boot_error = str(e)
+            self._back_off()
+            log.error("%s; no new start for %gs (backoff)", e, self._backoff)
+            if not self._live():
+                # Nothing can serve the queued requests soon: answer them now (503) rather
+                # than after the pending timeout.
+                self._fail_pending(InstanceUnavailable(str(e)))
+
+    def _back_off(self) -> None:
+        """One more failed boot (or crash right after one): wait twice as long before the next
+        start. The backoff starts over once failures are further apart than it could grow."""
+        now = self.clock()
+        if now - self._last_failure > BACKOFF_MAX + CRASH_LOOP_WINDOW:
+            self._backoff = 0.0
+        self._backoff = min(BACKOFF_MAX, max(BACKOFF_MIN, self._backoff * 2))
+        self._hold_until = now + self._backoff
+        self._last_failure = now
 
     async def _watch(self, inst: Instance) -> None:
-        code = await inst.process.wait()
-        if inst.process.stopping or self._closing:
+        await inst.process.wait()
+        inst.drained.set()
+        self._crashed(inst)
+
+    def _crashed(self, inst: Instance) -> None:
+        """An exit we did not ask for (SPEC INST-3): out of the pool, a replacement owed.
+        Idempotent: the watcher and a request that saw the connection drop may both call it."""
+        if (
+            inst.id not in self.instances
+            or inst.process.stopping
+            or inst.stop_reason is not None
+            or self._closing
+        ):
             return
-        log.error("%s; replacing it", inst.process._exit_reason("unexpectedly"))
+        reason = inst.process.exit_reason("unexpectedly")
+        log.error("%s; replacing it", reason)
+        self.counters["crashed"] += 1
+        if inst.ready_at is not None and self.clock() - inst.ready_at < CRASH_LOOP_WINDOW:
+            self._back_off()
+        if self._discard(inst) and not inst.held:  # a held one: the reload gives up instead
+            self._owed.append(f"{inst.id}, which {inst.process.exit_status()}")
+        self._tasks.spawn(inst.client.close(), name=f"{self.name}-{inst.id}-close")
+        self.kick()
+
+    def _discard(self, inst: Instance) -> bool:
+        """Take a dead instance out of the pool; True if it was live (STARTING/READY)."""
         rec = self.pool.get(inst.id)
-        if rec is not None and rec.state in (State.STARTING, State.READY, State.DRAINING):
+        was_live = rec is not None and rec.state in _LIVE
+        if rec is not None and rec.state in (*_LIVE, State.DRAINING):
             self.pool.transition(inst.id, Event.CRASHED, now=self.clock())
         self.pool.forget(inst.id)
         self.instances.pop(inst.id, None)
-        await inst.client.close()
-        del code
-        self._ensure_capacity()
+        inst.drained.set()
+        return was_live
 
-    def _ensure_capacity(self) -> None:
-        """Start replacements (with backoff) until ``desired`` instances are live."""
-        if self._closing or (self._restarting is not None and not self._restarting.done()):
+    def _begin_stop(self, inst: Instance, reason: str, *, grace: float | None = None) -> None:
+        """Drain now (synchronously: no request is assigned to it from here on), stop later."""
+        if inst.stop_reason is not None:
             return
-        self._restarting = self._tasks.spawn(self._replace(), name=f"{self.name}-replace")
-
-    async def _replace(self) -> None:
-        while not self._closing:
-            live = sum(1 for r in self.pool.records() if r.state in (State.STARTING, State.READY))
-            if live >= self.desired:
-                return
-            if self._backoff:
-                await asyncio.sleep(self._backoff)
-            try:
-                await self._start_instance()
-            except StartupError as e:
-                log.error("%s; retrying", e)
-                self._backoff = min(30.0, max(0.5, self._backoff * 2))
-                if not any(r.state in (State.STARTING, State.READY) for r in self.pool.records()):
-                    # Nothing can serve the queued requests soon: answer them now (503)
-                    # rather than after the pending timeout.
-                    for fut in self.pool.expired(now=self.clock(), max_wait=-1.0):
-                        if not fut.done():
-                            fut.set_exception(InstanceUnavailable(str(e)))
-
-    async def _stop(self, inst: Instance) -> None:
+        inst.stop_reason = reason
+        inst.process.stopping = True
         rec = self.pool.get(inst.id)
-        if rec is not None and rec.state in (State.STARTING, State.READY):
+        if rec is not None and rec.state in _LIVE:
             self.pool.transition(inst.id, Event.DRAIN, now=self.clock())
-        await inst.process.stop(self.settings.stop_grace)
-        await inst.client.close()
+        self._tasks.spawn(self._stop(inst, reason, grace=grace), name=f"{self.name}-{inst.id}-stop")
+
+    async def _stop(
+        self, inst: Instance, reason: str, *, drain: bool = True, grace: float | None = None
+    ) -> None:
+        if inst.stop_reason is None:
+            inst.stop_reason = reason
+        inst.process.stopping = True
+        rec = self.pool.get(inst.id)
+        if rec is not None and rec.state in _LIVE:
+            self.pool.transition(inst.id, Event.DRAIN, now=self.clock())
+        # Never stop an instance with requests in flight: they finish first (each is bounded
+        # by its deadline, SCALE-4), unless gfe-proxy itself is shutting down.
+        while drain:
+            inst.drained.clear()
+            if rec is None or rec.inflight == 0 or inst.process.returncode is not None:
+                break
+            await inst.drained.wait()
+        alive = inst.process.proc is not None and inst.process.returncode is None
+        if alive and inst.warmed and not isinstance(self.config.scaling, AutomaticScaling):
+            # SPEC INST-3: manual and basic instances hear /_ah/stop before SIGTERM.
+            with contextlib.suppress(GfeError):
+                await self._internal(inst, self.config, "/_ah/stop", self.settings.stop_grace)
+        log.info("[%s/%s] stopping: %s", self.name, inst.id, reason)
+        await inst.client.close()  # idle keep-alive connections would hold a gthread worker
+        await inst.process.stop(self.settings.stop_grace if grace is None else grace)
+        rec = self.pool.get(inst.id)
         if rec is not None and rec.state is State.DRAINING:
             self.pool.transition(inst.id, Event.EXITED, now=self.clock())
         self.pool.forget(inst.id)
         self.instances.pop(inst.id, None)
+        self.counters["stopped"] += 1
 
-    async def recycle(self, inst: Instance, reason: str) -> None:
-        """Stop an instance we no longer trust (deadline, memory) and start a replacement."""
+    def recycle(self, inst: Instance, reason: str, *, grace: float | None = None) -> None:
+        """Replace an instance we no longer trust (deadline, memory): drain it, start another."""
+        if inst.stop_reason is not None or inst.id not in self.instances:
+            return
         log.warning("[%s/%s] recycling: %s", self.name, inst.id, reason)
-        await self._stop(inst)
-        self._ensure_capacity()
+        self.counters["recycled"] += 1
+        self._record("recycle", stop=(inst.id,), reason=f"recycling {inst.id}: {reason}")
+        self._owed.append(f"{inst.id}, which was recycled")
+        self._begin_stop(inst, reason, grace=grace)
+        self.kick()
+
+    # -- reload ---------------------------------------------------------------------------
+
+    async def reload(
+        self, config: AppConfig, *, why: str = "", on_switch: Callable[[], None] | None = None
+    ) -> bool:
+        """Replace every instance by one of ``config`` with no failed request (``--reload``).
+
+        New instances boot while the old ones serve; then, in one step, ``on_switch`` runs
+        (the caller swaps its routes), the new instances become READY and the old ones drain.
+        False (old version kept) if a new instance fails to boot.
+        """
+        if self._closing or self._reloading:
+            return False
+        self._reloading = True
+        try:
+            old = [i for i in self.instances.values() if self._state(i) in _LIVE]
+            ready = sum(1 for i in old if self._state(i) is State.READY)
+            cap = self.settings.max_instances_cap
+            n = min(
+                max(initial_instances(config), ready), max_instances_of(config.scaling, cap=cap)
+            )
+            n = max(n, 1)
+            self._generation += 1
+            new = [self._launch(config) for _ in range(n)]
+            self._record(
+                "reload",
+                start=n,
+                reason=f"{why or 'app changed'}: starting {n} instance(s) of the new version",
+            )
+            results = await asyncio.gather(
+                *(self._boot(i, config, hold=True) for i in new), return_exceptions=True
+            )
+            failed = [r for r in results if isinstance(r, BaseException)]
+            lost = [i for i in new if i.id not in self.instances]
+            if failed or lost or self._closing:
+                for i in new:
+                    if i.id in self.instances:
+                        self._begin_stop(i, "reload abandoned")
+                reason = str(failed[0]) if failed else "a new instance exited"
+                log.error(
+                    "reload of service %s failed: %s; still serving the previous version",
+                    self.name,
+                    reason,
+                )
+                return False
+            # The switch: one synchronous step, so no request sees a half-switched service.
+            self.config = config
+            self.deadline = deadline_for(config, self.settings)
+            self._router = routing.Router.from_handlers(config.handlers)
+            if on_switch is not None:
+                on_switch()
+            for i in new:
+                self._make_ready(i)
+            for i in old:
+                if i.id in self.instances:
+                    self._begin_stop(i, "replaced by the new version")
+            return True
+        finally:
+            self._reloading = False
+
+    # -- the tick -------------------------------------------------------------------------
 
     async def _ticker(self) -> None:
         while True:
-            await asyncio.sleep(0.1)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), self.settings.scaling_tick)
+            self._kick.clear()
             self.tick()
 
     def tick(self) -> None:
-        """Periodic work: the pending-queue timeout (SPEC SCALE-3)."""
-        for fut in self.pool.expired(now=self.clock(), max_wait=self.settings.pending_timeout):
+        """Periodic work: pending timeout, replacements, the scaling decision, samples."""
+        now = self.clock()
+        for fut in self.pool.expired(now=now, max_wait=self.settings.pending_timeout):
             if not fut.done():
+                self.counters["pending_timeouts"] += 1
                 fut.set_exception(PendingTimeout(PendingTimeout.log_message))
+        if not self._closing and not self._reloading:
+            self._replace(now)
+            self._scale(now)
+        if now >= self._next_history:
+            self._next_history = now + 1.0
+            self._sample_history()
+        if now >= self._next_memory and (self._memory_task is None or self._memory_task.done()):
+            self._next_memory = now + self.settings.memory_interval
+            self._memory_task = self._tasks.spawn(self._sample_memory(), name=f"{self.name}-mem")
+
+    def _replace(self, now: float) -> None:
+        if not self._owed or now < self._hold_until:
+            return
+        cap = max_instances_of(self.config.scaling, cap=self.settings.max_instances_cap)
+        n = min(len(self._owed), max(0, cap - len(self._live())))
+        owed, self._owed = self._owed[:n], []
+        if n:
+            self._record("replace", start=n, reason=f"replacing {'; '.join(owed)}: starting {n}")
+            self._start(n)
+
+    def _scale(self, now: float) -> None:
+        decision, scaler = decide(
+            self.config.scaling,
+            self.pool.snapshot(now),
+            self._scaler,
+            now=now,
+            scale_down_delay=self.settings.scale_down_delay,
+            max_instances_cap=self.settings.max_instances_cap,
+        )
+        if decision.start and now < self._hold_until:
+            return  # boots are failing: wait out the backoff (the next tick asks again)
+        self._scaler = scaler
+        if decision.noop:
+            return
+        self._carry_out(decision)
+
+    def _carry_out(self, decision: Decision) -> None:
+        action = "start" if decision.start else "stop"
+        self._record(action, start=decision.start, stop=decision.stop, reason=decision.reason)
+        self._start(decision.start)
+        for iid in decision.stop:
+            inst = self.instances.get(iid)
+            if inst is not None:
+                self._begin_stop(inst, "scaled down")
+
+    def _start(self, n: int) -> None:
+        config = self.config
+        for _ in range(n):
+            inst = self._launch(config)  # in the pool now: the next decision counts it
+            self._tasks.spawn(
+                self._boot_in_background(inst, config), name=f"{self.name}-{inst.id}-boot"
+            )
+
+    def _record(
+        self, action: str, *, start: int = 0, stop: tuple[str, ...] = (), reason: str
+    ) -> None:
+        # SPEC SCALE-1: each decision is logged with its reason, verbatim.
+        scaling_log.info("[%s] %s", self.name, reason)
+        self.decisions.append(
+            Decided(time=self.wall(), action=action, start=start, stop=stop, reason=reason)
+        )
+
+    def _sample_history(self) -> None:
+        recs = self.pool.records()
+        self.history.append(
+            (
+                round(self.wall(), 3),
+                sum(1 for r in recs if r.state in _LIVE),
+                sum(1 for r in recs if r.state is State.READY),
+                sum(r.inflight for r in recs),
+                self.pool.pending,
+                self.counters["requests"],
+            )
+        )
+
+    async def _sample_memory(self) -> None:
+        by_pid = {
+            i.process.pid: i
+            for i in self.instances.values()
+            if i.process.pid is not None and i.process.returncode is None
+        }
+        if not by_pid:
+            return
+        sizes = await asyncio.to_thread(memory.group_memory, list(by_pid))
+        limit_mb = self.config.memory_mb
+        for pid, inst in by_pid.items():
+            inst.memory = sizes.get(pid)
+            rec = self.pool.get(inst.id)
+            if (
+                inst.memory is not None
+                and inst.memory > limit_mb * memory.MIB
+                and rec is not None
+                and rec.state is State.READY
+            ):
+                # SPEC INST-3: the production message, then the instance is replaced.
+                msg = memory.over_limit_message(limit_mb, inst.memory, rec.served)
+                log.error("[%s/%s] %s", self.name, inst.id, msg)
+                self.recycle(inst, msg)
 
     # -- requests -----------------------------------------------------------------------
+
+    def _live(self) -> list[Instance]:
+        return [i for i in self.instances.values() if self._state(i) in _LIVE]
+
+    def _state(self, inst: Instance) -> State | None:
+        rec = self.pool.get(inst.id)
+        return rec.state if rec is not None else None
+
+    def _fail_pending(self, error: GfeError) -> None:
+        for fut in self.pool.expired(now=self.clock(), max_wait=float("-inf")):
+            if not fut.done():
+                fut.set_exception(error)
 
     def _wake(self, assignments: list[tuple[asyncio.Future[str], str]]) -> None:
         while assignments:
@@ -458,15 +671,26 @@ class ServiceRuntime:
                     fut.set_result(iid)
             assignments = more
 
-    async def _acquire(self, since: float) -> str:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[str] = loop.create_future()
+    async def _acquire(self, since: float, *, retry: bool) -> str:
+        if self._closing:
+            raise InstanceUnavailable("gfe-proxy is shutting down")
+        fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         iid = self.pool.acquire(fut, now=since)
         if iid is not None:
             return iid
-        if not self.instances and (self._restarting is None or self._restarting.done()):
+        if retry:
+            # SPEC INST-3: back in the queue at its arrival position, so neither FIFO order nor
+            # the pending timeout restarts for a request whose instance died under it.
             self.pool.cancel(fut)
-            raise InstanceUnavailable(f"service {self.name} has no instance")
+            self.pool.requeue(fut, since=since)
+        if self._boot_error is not None and not self._live() and self.clock() < self._hold_until:
+            # Boots are failing and the backoff forbids another start yet: 503 now rather than
+            # after the pending timeout. Once it has passed, the request queues and its load
+            # starts an instance again.
+            self.pool.cancel(fut)
+            raise InstanceUnavailable(self._boot_error)
+        if self.pool.pending == 1:
+            self.kick()  # the queue just formed: let the autoscaler see it now
         try:
             return await fut
         except asyncio.CancelledError:
@@ -475,12 +699,35 @@ class ServiceRuntime:
                 self._release(fut.result(), served=False)
             raise
 
+    def _claim(self, label: str) -> str:
+        """SPEC ROUTE-5: a slot on the named manual-scaling instance now, or 503 at once.
+
+        ``i-2`` names an instance by its id; a number names the live instances the way
+        production numbers manual instances, from 0 in order of their start.
+        """
+        live = sorted(self._live(), key=lambda i: int(i.id.partition("-")[2] or 0))
+        if label.isdigit():
+            k = int(label)
+            iid = live[k].id if k < len(live) else None
+        else:
+            iid = label if any(i.id == label for i in live) else None
+        if iid is None:
+            raise InstanceUnavailable(f"service {self.name} has no instance {label}")
+        if not self.pool.acquire_on(iid):
+            raise InstanceUnavailable(f"instance {label} of service {self.name} is busy")
+        return iid
+
     def _release(self, iid: str, *, served: bool = True) -> None:
         if served:
             self._wake(self.pool.release(iid, now=self.clock()))
         else:
             self.pool.abandon(iid)
             self._wake(self.pool.assign(now=self.clock()))
+        rec = self.pool.get(iid)
+        if rec is not None and rec.state is State.DRAINING and rec.inflight == 0:
+            inst = self.instances.get(iid)
+            if inst is not None:
+                inst.drained.set()
 
     async def forward(
         self,
@@ -493,23 +740,28 @@ class ServiceRuntime:
         instance: str | None = None,
     ) -> Forwarded:
         """Send one request to an instance of this service, waiting in the pending queue if
-        all are busy. Raises PendingTimeout, InstanceUnavailable, DeadlineExceeded,
-        UpstreamError and the response-limit errors. ``instance`` names one instance
-        (ROUTE-5 targeting); not honoured yet."""
+        all are busy. ``instance`` (ROUTE-5) names one manual-scaling instance; automatic and
+        basic services ignore it, as production does not support targeting there.
+
+        Raises PendingTimeout, InstanceUnavailable, DeadlineExceeded, UpstreamError and the
+        response-limit errors.
+        """
         t0 = self.clock() if started is None else started
         headers = list(headers)
+        targeted = instance if isinstance(self.config.scaling, ManualScaling) else None
         retried = False
-        self.requests_total += 1
+        self.counters["requests"] += 1
         while True:
-            iid = await self._acquire(t0)
+            iid = self._claim(targeted) if targeted else await self._acquire(t0, retry=retried)
             inst = self.instances.get(iid)
             rec = self.pool.get(iid)
             if inst is None or rec is None:  # it died between assignment and now
                 self.pool.abandon(iid)
                 continue
-            loading = rec.loading
-            pending_ms = int((self.clock() - t0) * 1000)
-            remaining = self.deadline - (self.clock() - t0)
+            loading = rec.loading and not inst.warmed
+            now = self.clock()
+            pending_ms = int((now - t0) * 1000)
+            remaining = self.deadline - (now - t0)
             try:
                 response = await inst.client.request(
                     method, target, headers, body, timeout=max(0.001, remaining)
@@ -518,16 +770,17 @@ class ServiceRuntime:
                 self._release(iid, served=False)
                 # SPEC INST-3: an idempotent request whose instance died before sending any
                 # response byte is retried once on another instance.
-                if e.sent_nothing and method in IDEMPOTENT and not retried:
+                if e.sent_nothing and method in IDEMPOTENT and not retried and not targeted:
                     retried = True
                     await self._await_exit(inst)
                     continue
                 raise
             except DeadlineExceeded:
                 self._release(iid, served=False)
-                self._tasks.spawn(
-                    self.recycle(inst, f"request exceeded its {self.deadline:g}s deadline"),
-                    name=f"{self.name}-{iid}-recycle",
+                # SPEC SCALE-4: the client gets 500; the instance, still busy with the request,
+                # is recycled.
+                self.recycle(
+                    inst, f"a request exceeded its {self.deadline:g}s deadline", grace=HUNG_GRACE
                 )
                 raise
             except BaseException:
@@ -539,19 +792,19 @@ class ServiceRuntime:
             )
 
     async def _await_exit(self, inst: Instance) -> None:
-        # If the instance is dying, let its watcher take it out of the pool before we retry.
+        # If the instance is dying, let it leave the pool before we retry, so the retry does
+        # not land on it again.
         proc = inst.process.proc
         if proc is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(proc.wait()), 0.5)
         if proc is not None and proc.returncode is not None:
-            rec = self.pool.get(inst.id)
-            if rec is not None and rec.state in (State.STARTING, State.READY):
-                self.pool.transition(inst.id, Event.CRASHED, now=self.clock())
+            self._crashed(inst)
 
     # -- views --------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
+        """This service for /api/status and the status page (admin.py)."""
         now = self.clock()
         snap = self.pool.snapshot(now)
         instances = []
@@ -566,14 +819,48 @@ class ServiceRuntime:
                     "inflight": view.inflight,
                     "limit": view.limit,
                     "served": view.served,
+                    "memory_mb": (
+                        round(inst.memory / memory.MIB, 1)
+                        if inst is not None and inst.memory is not None
+                        else None
+                    ),
+                    "idle_s": round(view.idle_for, 1) if view.idle_for is not None else None,
                     "uptime_s": round(now - inst.started_at, 1) if inst else None,
+                    "generation": inst.generation if inst else None,
                 }
             )
+        policy = self.config.scaling
         return {
             "service": self.name,
             "runtime": self.config.runtime,
+            "version": self.config.version or "local",
+            "scaling": {
+                "kind": scaling_kind(self.config),
+                **dataclasses.asdict(policy),
+                "effective_max_instances": max_instances_of(
+                    policy, cap=self.settings.max_instances_cap
+                ),
+                "scale_down_delay_s": self.settings.scale_down_delay,
+            },
+            "instance_class": self.config.effective_instance_class,
+            "memory_limit_mb": self.config.memory_mb,
+            "max_concurrent_requests": self.limit,
+            "deadline_s": self.deadline,
+            "pending_timeout_s": self.settings.pending_timeout,
             "instances": instances,
             "pending": snap.pending,
             "oldest_wait_s": round(snap.oldest_wait, 3),
-            "requests_total": self.requests_total,
+            "requests_total": self.counters["requests"],
+            "counters": dict(self.counters),
+            "decisions": [
+                {
+                    "time": d.time,
+                    "action": d.action,
+                    "start": d.start,
+                    "stop": list(d.stop),
+                    "reason": d.reason,
+                }
+                for d in self.decisions
+            ],
+            "history": [list(h) for h in self.history],
         }

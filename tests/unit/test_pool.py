@@ -489,3 +489,46 @@ def test_inst_4_property_inflight_within_limit_and_no_idle_slot_while_queued(
             assert rec.inflight == held.get(rec.id, 0), rec
         if pool.pending:
             assert all(r.free == 0 for r in pool.records()), "a READY slot idles while queued"
+
+
+# -- ROUTE-5: a slot on one named instance ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("setup", "expected"),
+    [
+        ("free", True),
+        ("full", False),
+        ("starting", False),
+        ("draining", False),
+        ("unknown", False),
+    ],
+    ids=["free-slot", "full", "starting", "draining", "unknown-id"],
+)
+def test_route_5_acquire_on_takes_a_slot_only_on_a_ready_instance_with_room(
+    setup: str, expected: bool
+) -> None:
+    pool = ready_pool(2)
+    pool.add("i-2", limit=2, now=0.0)  # stays STARTING
+    target = {"starting": "i-2", "unknown": "i-9"}.get(setup, "i-1")
+    if setup == "full":
+        pool.get("i-1").inflight = 2  # type: ignore[union-attr]
+    if setup == "draining":
+        pool.transition("i-1", Event.DRAIN, now=0.0)
+    before = inflight(pool)
+    assert pool.acquire_on(target) is expected
+    after = inflight(pool)
+    if expected:
+        assert after[target] == before[target] + 1
+    else:
+        assert after == before
+    assert pool.pending == 0  # never queued
+
+
+def test_route_5_acquire_on_never_overtakes_the_queue() -> None:
+    pool = ready_pool(1)
+    assert pool.acquire(Req("a"), now=0.0) == "i-1"
+    assert pool.acquire(Req("b"), now=0.0) is None  # queued: so no READY slot is free
+    assert pool.acquire_on("i-1") is False
+    assert pool.release("i-1", now=1.0)[0][1] == "i-1"  # b got the slot, not a targeted one
+    assert pool.acquire_on("i-1") is False
