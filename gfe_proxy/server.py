@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import logging
 import os
@@ -28,7 +29,7 @@ from typing import Any, Literal
 from aiohttp import web
 from multidict import CIMultiDict
 
-from gfe_proxy import accesslog, frontdoor, headers, launch, login, routing, tls
+from gfe_proxy import accesslog, frontdoor, headers, launch, login, routing, tls, wire
 from gfe_proxy.cache import CachedResponse, CacheStatus
 from gfe_proxy.config import AppConfig, DispatchRule
 from gfe_proxy.edge import Edge, Served, cache_key
@@ -91,6 +92,7 @@ class Exchange:
     trace: str = ""
     user: headers.UserInfo | None = None  # the signed-in user (SPEC LOGIN-3, LOGIN-5)
     trace_echo: str = ""  # X-Cloud-Trace-Context for the response (RESP-1)
+    scheme: str = "http"  # the effective scheme (SEC-2)
     target_instance: str | None = None  # INSTANCE-dot-… host naming one instance (ROUTE-5)
 
 
@@ -143,6 +145,7 @@ class Proxy:
         self._date_second = -1
         self._date = ""
         self._json_log = settings.log_format == "json"
+        self._reload_task: asyncio.Task[None] | None = None  # --reload watcher (reload.py)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -190,10 +193,19 @@ class Proxy:
             self._runners.append(admin_runner)
             host, port = admin_sock.getsockname()[:2]
             self.listeners.append(("admin", str(host), int(port)))
+        if self.settings.reload:
+            self._reload_task = asyncio.get_running_loop().create_task(
+                self._watch_files(), name="reload-watcher"
+            )
         self.ready = True
 
     async def stop(self) -> None:
         self.ready = False
+        if self._reload_task is not None:
+            self._reload_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reload_task
+            self._reload_task = None
         for runner in reversed(self._runners):
             with contextlib.suppress(Exception):
                 await runner.cleanup()
@@ -236,6 +248,7 @@ class Proxy:
             request.headers.getall("X-Forwarded-Proto", ()),
             trusted=self.settings.trust_forwarded_proto,
         )
+        ex.scheme = scheme
         try:
             # SPEC HDR-3: limits first, before anything reads the request.
             headers.check_request_headers(request.headers.items())
@@ -248,10 +261,6 @@ class Proxy:
         except Exception:  # never a traceback to the client (ERR-1)
             log.exception("internal error serving %s %s", request.method, request.path_qs)
             response = self._error_response(GfeError("internal error"), request, service, now)
-        if scheme == "http":
-            # Browsers ignore HSTS over plain HTTP, and RFC 6797 §7.2 forbids sending it there:
-            # an http_headers Strict-Transport-Security goes out over HTTPS only.
-            response.headers.popall("Strict-Transport-Security", None)
         self._access(request, response, ex, t0, now)
         return response
 
@@ -426,10 +435,14 @@ class Proxy:
         ex: Exchange,
         now: float,
         reason: str | None = None,
-    ) -> web.Response:
+    ) -> web.StreamResponse:
         """Add what belongs to this one response (RESP-1, CACHE-6) and hand it to aiohttp."""
         out["Server"] = headers.SERVER
         out["Date"] = self.date(now)
+        if ex.scheme == "http":
+            # Browsers ignore HSTS over plain HTTP, and RFC 6797 §7.2 forbids sending it there:
+            # an http_headers Strict-Transport-Security goes out over HTTPS only.
+            out.popall("Strict-Transport-Security", None)
         if ex.trace_echo:
             out["X-Cloud-Trace-Context"] = ex.trace_echo
         if self.settings.cache_header:
@@ -471,15 +484,8 @@ class Proxy:
         body: bytes,
         *,
         reason: str | None = None,
-    ) -> web.Response:
-        if status in (204, 304) or status < 200 or not body:
-            # No body on the wire; aiohttp must not invent a Content-Type. A HEAD answer from
-            # an instance keeps the app's Content-Length (RESP-5).
-            return web.Response(status=status, reason=reason, headers=out)
-        # aiohttp sets Content-Length from ``body`` (after compression changed it), and for HEAD
-        # sends that length without the body.
-        out.popall("Content-Length", None)
-        return web.Response(status=status, reason=reason, headers=out, body=body)
+    ) -> web.StreamResponse:
+        return wire.response(request, status, reason, out, body)
 
     def _error_response(
         self,
@@ -487,7 +493,7 @@ class Proxy:
         request: web.BaseRequest,
         service: Service | None,
         now: float,
-    ) -> web.Response:
+    ) -> web.StreamResponse:
         status = error.status
         out: CIMultiDict[str] = CIMultiDict()
         out["Server"] = headers.SERVER
@@ -547,3 +553,58 @@ class Proxy:
         )
         line = accesslog.format_json(rec) if self._json_log else accesslog.format_text(rec)
         access_log.info("%s", line)
+
+    # -- reload (--reload) ----------------------------------------------------------------
+
+    async def reload_service(self, name: str, config: AppConfig, *, why: str = "") -> bool:
+        """Switch service ``name`` to ``config`` with no failed request: its new instances boot
+        while the old ones serve, then routes and instances switch in one step and the old
+        instances drain (supervisor.ServiceRuntime.reload). False if the new version failed."""
+        service = self.services[name]
+        fresh = Service.build(config, self.settings)  # routes, static files, error pages
+
+        def switch() -> None:
+            for f in dataclasses.fields(Service):
+                if f.name != "runtime":
+                    setattr(service, f.name, getattr(fresh, f.name))
+
+        return await service.runtime.reload(config, why=why, on_switch=switch)
+
+    async def _watch_files(self) -> None:
+        """Poll every service's files (in a worker thread) and reload a service whose app code
+        or app.yaml changed. A broken app.yaml is logged and the running version kept."""
+        from gfe_proxy.appyaml import load_app
+        from gfe_proxy.errors import ConfigError
+        from gfe_proxy.reload import Watcher
+
+        def watcher(config: AppConfig) -> Watcher:
+            return Watcher(config.root, config.skip_files, extra=(config.path,))
+
+        watchers = {
+            name: await asyncio.to_thread(watcher, s.config) for name, s in self.services.items()
+        }
+        while True:
+            await asyncio.sleep(self.settings.reload_interval)
+            for name, w in list(watchers.items()):
+                changes = await asyncio.to_thread(w.poll)
+                if not changes:
+                    continue
+                current = self.services[name].config
+                log.info("service %s: %s; reloading", name, changes.describe())
+                try:
+                    config = await asyncio.to_thread(load_app, current.path)
+                except ConfigError as e:
+                    for problem in e.problems:
+                        log.error("not reloading service %s: %s", name, problem)
+                    continue
+                if config.service != name:
+                    log.error(
+                        "not reloading service %s: app.yaml now names service %r; restart"
+                        " gfe-proxy to rename a service",
+                        name,
+                        config.service,
+                    )
+                    continue
+                await self.reload_service(name, config, why=changes.describe())
+                if config.skip_files != current.skip_files or config.root != current.root:
+                    watchers[name] = await asyncio.to_thread(watcher, config)

@@ -1,0 +1,114 @@
+"""Responses written as one prebuilt block of bytes: the lean path past aiohttp's writer.
+
+aiohttp's ``web.Response`` costs ~17 µs per response before its writer does the same
+serialisation again (benchmarks/results/profile-*.md). Our responses are complete before they
+are sent (RESP-1: App Engine buffers whole responses), so the status line, headers and body can
+be serialised once and handed to the transport in a single write. ``RawResponse`` does that
+inside aiohttp's own request loop (keep-alive, pipelining and errors stay aiohttp's), for
+bodies small enough not to need flow control; larger ones keep ``web.Response``.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+RAW_MAX_BODY = 64 * 1024  # above this, aiohttp's writer (with drain/flow control) sends it
+
+_REASONS = {s.value: s.phrase for s in HTTPStatus}
+_ENCODING = "utf-8"  # as aiohttp encodes header values; surrogateescape keeps raw bytes
+
+
+def serialise_head(
+    version: tuple[int, int],
+    status: int,
+    reason: str | None,
+    headers: CIMultiDict[str],
+    *,
+    keep_alive: bool,
+) -> bytes | None:
+    """The response head as bytes, or None when a header would break the framing (a CR or
+    LF inside a name or value): the caller then lets aiohttp refuse it."""
+    lines = [f"HTTP/{version[0]}.{version[1]} {status} {reason or _REASONS.get(status, '')}\r\n"]
+    lines.extend(f"{name}: {value}\r\n" for name, value in headers.items())
+    count = len(headers)
+    if "Connection" not in headers:
+        # aiohttp's rule (web_response._prepare_headers): say what differs from the default.
+        if keep_alive and version == (1, 0):
+            lines.append("Connection: keep-alive\r\n")
+            count += 1
+        elif not keep_alive and version == (1, 1):
+            lines.append("Connection: close\r\n")
+            count += 1
+    lines.append("\r\n")
+    head = "".join(lines)
+    # count + 2 line ends (status line, blank line): any other CR or LF is an injection.
+    if head.count("\n") != count + 2 or head.count("\r") != count + 2:
+        return None
+    return head.encode(_ENCODING, "surrogateescape")
+
+
+class RawResponse(web.StreamResponse):
+    """A complete response sent with one ``transport.write`` from ``prepare()``."""
+
+    def __init__(self, *, status: int, headers: CIMultiDict[str], data: bytes, keep_alive: bool):
+        super().__init__(status=status, _real_headers=headers)
+        self._data = data
+        self._keep_alive = keep_alive
+
+    async def prepare(self, request: web.BaseRequest) -> None:
+        if self._eof_sent:
+            return None
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("client went away")
+        transport.write(self._data)
+        self._eof_sent = True
+        self._body_length = len(self._data)
+        return None
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        return None
+
+
+def response(
+    request: web.BaseRequest,
+    status: int,
+    reason: str | None,
+    headers: CIMultiDict[str],
+    body: bytes,
+) -> web.StreamResponse:
+    """The fastest correct response object for a complete response (RESP-1, RESP-5).
+
+    Sets Content-Length: the body's, or for HEAD the one given (an instance's HEAD answer
+    keeps the app's); none on 1xx/204/304, which carry no body.
+    """
+    if status in (204, 304) or status < 200:
+        headers.popall("Content-Length", None)
+        body = b""
+    elif request.method == "HEAD":
+        if body or "Content-Length" not in headers:
+            headers["Content-Length"] = str(len(body))
+        body = b""
+    else:
+        headers["Content-Length"] = str(len(body))
+    if len(body) <= RAW_MAX_BODY:
+        keep_alive = bool(request.keep_alive)
+        head = serialise_head(
+            (request.version.major, request.version.minor),
+            status,
+            reason,
+            headers,
+            keep_alive=keep_alive,
+        )
+        if head is not None:
+            return RawResponse(
+                status=status, headers=headers, data=head + body, keep_alive=keep_alive
+            )
+    # Large bodies go through aiohttp's writer, which waits for the socket to drain.
+    if not body:
+        return web.Response(status=status, reason=reason, headers=headers)
+    headers.popall("Content-Length", None)  # aiohttp sets it from the body
+    return web.Response(status=status, reason=reason, headers=headers, body=body)
