@@ -345,7 +345,10 @@ def test_static_1_gen1_static_dir(gen1: RunningProxy) -> None:
 # -- startup and shutdown -----------------------------------------------------------------
 
 
-def _serve_once(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def _serve_once(
+    *args: str, port: int | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run `gfe-proxy serve ARGS` expecting it to exit on its own (a start-up failure)."""
     return subprocess.run(
         [
             sys.executable,
@@ -354,7 +357,7 @@ def _serve_once(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[
             "serve",
             *args,
             "--port",
-            str(free_port()),
+            str(port or free_port()),
             "--admin-port",
             "0",
             "--https-port",
@@ -392,25 +395,7 @@ def test_cli_3_port_taken_exits_1() -> None:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "gfe_proxy",
-                "serve",
-                str(APPS / "wsgi"),
-                "--port",
-                str(port),
-                "--admin-port",
-                "0",
-                "--https-port",
-                "0",
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        done = _serve_once(str(APPS / "wsgi"), port=port)
     assert done.returncode == 1
     assert done.stderr.strip() == f"gfe-proxy: port {port} on 127.0.0.1 is already in use"
 
