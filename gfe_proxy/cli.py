@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from gfe_proxy import __version__
-from gfe_proxy.config import AppConfig, AutomaticScaling, BasicScaling, DispatchRule
+from gfe_proxy.config import (
+    DEFAULT_STATIC_EXPIRATION,
+    AppConfig,
+    AutomaticScaling,
+    BasicScaling,
+    DispatchRule,
+)
 from gfe_proxy.errors import ConfigError, Problem, StartupError
 from gfe_proxy.settings import Settings, parse_size
 
@@ -179,8 +185,12 @@ def route_table(config: AppConfig) -> list[str]:
             target = f"static_dir {h.static_dir}/"
         else:
             target = f"static_files {h.static_files} (upload {h.upload})"
+        # Expiration only applies to static handlers (STATIC-3); 600 s when nothing is set.
         exp = h.expiration if h.expiration is not None else config.default_expiration
-        rows.append((str(i), h.url, target, h.secure, h.login, "-" if exp is None else f"{exp:g}s"))
+        if h.kind != "script" and exp is None:
+            exp = DEFAULT_STATIC_EXPIRATION
+        shown = "-" if h.kind == "script" or exp is None else f"{exp:g}s"
+        rows.append((str(i), h.url, target, h.secure, h.login, shown))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return [
         "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows
