@@ -66,6 +66,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--key", type=Path, default=_env("key", None))
     serve.add_argument("--cache-size", default=_env("cache_size", "256MB"))
     serve.add_argument("--compression", default=_env("compression", "gzip"))
+    serve.add_argument(
+        "--cache-header",
+        action=argparse.BooleanOptionalAction,
+        default=_env_bool("cache_header", True),
+        help="send the emulator-only X-GFE-Cache header (SPEC CACHE-6)",
+    )
     serve.add_argument("--log-format", choices=("text", "json"), default=_env("log_format", "text"))
     serve.add_argument(
         "--reload", action=argparse.BooleanOptionalAction, default=_env_bool("reload", False)
@@ -166,6 +172,7 @@ def _settings(ns: argparse.Namespace) -> Settings:
         request_timeout=float(ns.request_timeout) if ns.request_timeout is not None else None,
         scale_down_delay=ns.scale_down_delay,
         pending_timeout=ns.pending_timeout,
+        cache_header=ns.cache_header,
     )
 
 

@@ -203,3 +203,12 @@ def test_cache_6_cache_disabled_says_bypass(proxy_factory) -> None:  # type: ign
     url = unique("/edge/cacheable")
     off.get(url)
     assert off.get(url).header("X-GFE-Cache") == "BYPASS"
+
+
+def test_cache_6_header_can_be_turned_off(proxy_factory) -> None:  # type: ignore[no-untyped-def]
+    quiet = proxy_factory(str(APPS / "wsgi"), "--no-cache-header")
+    url = unique("/edge/cacheable")
+    quiet.get(url)
+    r = quiet.get(url)
+    assert r.header("X-GFE-Cache") is None
+    assert r.header("Age") is not None  # still a hit
