@@ -45,6 +45,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from gfe_proxy import caching
 from gfe_proxy.caching import Cacheability
+from gfe_proxy.headers import HeadBlock, head_block
 
 __all__ = [
     "ENTRY_OVERHEAD",
@@ -64,6 +65,7 @@ __all__ = [
 ENTRY_OVERHEAD = 1024  # bytes: CachedResponse, CIMultiDict, index dicts/sets, key tuples
 HEADER_OVERHEAD = 128  # bytes per header: the multidict item and its lower-cased identity
 VARIANT_OVERHEAD = 96  # bytes per precomputed compressed variant: dict slot
+HEAD_BLOCK_OVERHEAD = 64  # bytes: the HeadBlock tuple around its two byte strings
 UNCACHEABLE_MAX_KEYS = 10_000  # remembered-uncacheable URLs kept at most (oldest dropped)
 
 
@@ -113,6 +115,12 @@ class CachedResponse:
     size: int = 0  # accounted bytes, including ``variants``
     # SPEC COMP-4: compressed bodies computed once per entry, keyed by coding ("gzip", "br").
     variants: dict[str, bytes] = field(default_factory=dict)
+    # The header lines serialised once for the hit fast path (server.py), None when a line is
+    # decided per response; accounted in ``size``.
+    head: HeadBlock | None = None
+    # SPEC CACHE-3: only a Content-Encoding or Access-Control-Allow-Origin can make a hit the
+    # wrong variant (caching.variant_warning); without both the check is skipped.
+    may_warn: bool = True
 
     def age(self, now: float) -> int:
         """SPEC CACHE-4: the ``Age`` a hit carries at ``now``."""
@@ -198,6 +206,17 @@ def _entry_size(
     return size
 
 
+def _head_block_size(block: HeadBlock | None) -> int:
+    if block is None:
+        return 0
+    return HEAD_BLOCK_OVERHEAD + sys.getsizeof(block.before) + sys.getsizeof(block.after)
+
+
+# Request header types whose ``in`` is case-insensitive (what the server passes); for them
+# the probe skips the general Range/Vary/Authorization parsing when the headers are absent.
+_CI_HEADERS = (CIMultiDictProxy, CIMultiDict)
+
+
 def _variant_size(coding: str, body: bytes) -> int:
     return VARIANT_OVERHEAD + sys.getsizeof(coding) + sys.getsizeof(body)
 
@@ -258,17 +277,31 @@ class EdgeCache:
     def _probe(
         self, key: str, request_headers: Mapping[str, str], method: str, now: float
     ) -> CacheLookup:
-        if not self.enabled or caching.request_bypass_reason(method, request_headers):
+        plain = type(request_headers) in _CI_HEADERS
+        if not self.enabled:
+            return CacheLookup(None, CacheStatus.BYPASS)
+        if not (
+            plain and method in ("GET", "HEAD") and "Authorization" not in request_headers
+        ) and caching.request_bypass_reason(method, request_headers):
             return CacheLookup(None, CacheStatus.BYPASS)
         url = self._urls.get(key)
         if url is not None:
-            index = (key, _range(request_headers), caching.variant_key(url.vary, request_headers))
+            if plain and not url.vary and "Range" not in request_headers:
+                index: _Index = (key, "", ())  # what _range and variant_key give here
+            else:
+                index = (
+                    key,
+                    _range(request_headers),
+                    caching.variant_key(url.vary, request_headers),
+                )
             entry = self._lru.get(index)
             if entry is not None:
                 if caching.is_fresh(entry.expires_at, now):
                     self._lru.move_to_end(index)
-                    warning = caching.variant_warning(
-                        key, entry.vary, entry.headers, request_headers
+                    warning = (
+                        caching.variant_warning(key, entry.vary, entry.headers, request_headers)
+                        if entry.may_warn
+                        else None
                     )
                     status = CacheStatus.STALE_VARIANT if warning else CacheStatus.HIT
                     return CacheLookup(entry, status, entry.age(now), warning)
@@ -281,6 +314,18 @@ class EdgeCache:
                 return CacheLookup(None, CacheStatus.BYPASS)
             del self._uncacheable[key]
         return CacheLookup(None, CacheStatus.MISS)
+
+    def probe(
+        self, key: str, request_headers: Mapping[str, str], *, method: str = "GET"
+    ) -> CacheLookup:
+        """``lookup`` without counting: ``fetch``'s first step, for a caller that runs the
+        rest itself: it ``count``s a HIT, STALE-VARIANT, BYPASS or HEAD MISS and goes upstream
+        for the last two, and hands a GET MISS to ``fetch_miss``."""
+        return self._probe(key, request_headers, method, self._clock())
+
+    def count(self, status: CacheStatus) -> None:
+        """Count one request served with ``status`` in ``stats``."""
+        self._count(status)
 
     def _count(self, status: CacheStatus) -> None:
         match status:
@@ -344,7 +389,8 @@ class EdgeCache:
         range_ = _range(request_headers)
         variant = caching.variant_key(decision.vary, request_headers)
         headers = CIMultiDict(response.headers)
-        size = _entry_size(key, range_, variant, headers, response.body)
+        block = head_block(headers.items())
+        size = _entry_size(key, range_, variant, headers, response.body) + _head_block_size(block)
         if size > self.max_bytes:
             return Cacheability(
                 store=False,
@@ -374,6 +420,8 @@ class EdgeCache:
             vary=decision.vary,
             initial_age=decision.initial_age,
             size=size,
+            head=block,
+            may_warn="Content-Encoding" in headers or "Access-Control-Allow-Origin" in headers,
         )
         url.slots.add((range_, variant))
         self.stats.bytes += size
@@ -508,13 +556,23 @@ class EdgeCache:
             self._count(found.status)
             return FetchResult(response=await miss(), status=found.status)
 
+        return await self.fetch_miss(key, request_headers, miss)
+
+    async def fetch_miss(
+        self,
+        key: str,
+        request_headers: Mapping[str, str],
+        miss: Callable[[], Awaitable[ResponseLike]],
+    ) -> FetchResult:
+        """``fetch`` after ``probe`` found a GET MISS: lead the upstream fetch for ``key`` or
+        wait for the one in flight (CACHE-5 coalescing); counts the outcome."""
         flight = self._inflight.get(key)
         if flight is None:
             return await self._lead(key, request_headers, miss)
 
         self.stats.coalesced += 1
         await flight.done.wait()
-        found = self._probe(key, request_headers, method, self._clock())
+        found = self._probe(key, request_headers, "GET", self._clock())
         if found.entry is not None:
             self._count(found.status)
             return FetchResult(

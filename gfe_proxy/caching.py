@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 
-from multidict import MultiMapping
+from multidict import CIMultiDict, CIMultiDictProxy, MultiMapping
 
 __all__ = [
     "CACHEABLE_STATUSES",
@@ -342,6 +342,24 @@ def _normalise(values: list[str]) -> str:
     return ", ".join(_WS.sub(" ", item) for item in _split_list(values))
 
 
+# variant_key runs on every cache lookup of a URL with a Vary; clients repeat the same few
+# header values, so one header line's normalised form is remembered (bounded, short values).
+_NORMALISED: dict[str, str] = {}
+_NORMALISED_MAX_KEYS = 1024
+_NORMALISED_MAX_VALUE = 256
+
+
+def _normalise_one(value: str) -> str:
+    found = _NORMALISED.get(value)
+    if found is None:
+        found = _normalise([value])
+        if len(value) <= _NORMALISED_MAX_VALUE:
+            if len(_NORMALISED) >= _NORMALISED_MAX_KEYS:
+                _NORMALISED.clear()
+            _NORMALISED[value] = found
+    return found
+
+
 def variant_key(vary: tuple[str, ...], request_headers: Mapping[str, str]) -> tuple[str, ...]:
     """SPEC CACHE-3: the request's values of the headers ``vary`` names, in ``vary``'s order.
 
@@ -349,6 +367,18 @@ def variant_key(vary: tuple[str, ...], request_headers: Mapping[str, str]) -> tu
     collapsed, so ``"gzip,deflate"`` and ``"gzip,  deflate"`` select the same entry; a missing
     header is ``""``. Value case is kept.
     """
+    if type(request_headers) in (CIMultiDictProxy, CIMultiDict):
+        headers: MultiMapping[str] = request_headers  # type: ignore[assignment]
+        key: list[str] = []
+        for name in vary:
+            values = headers.getall(name, ())
+            if not values:
+                key.append("")
+            elif len(values) == 1:
+                key.append(_normalise_one(values[0]))
+            else:
+                key.append(_normalise(list(values)))
+        return tuple(key)
     return tuple(_normalise(_getall(request_headers, name)) for name in vary)
 
 

@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from email.utils import mktime_tz, parsedate_tz
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from multidict import CIMultiDict, MultiMapping
 
@@ -151,9 +151,11 @@ _ZERO_TRACE = "0" * 32
 _MAX_SPAN = 2**64 - 1
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Trace:
-    """A trace context: 32 lowercase hex trace id, 64-bit span id, sampling flag."""
+class Trace(NamedTuple):
+    """A trace context: 32 lowercase hex trace id, 64-bit span id, sampling flag.
+
+    A NamedTuple, not a frozen dataclass: one or two are built per forwarded request and a
+    tuple costs a third as much to make (benchmarks/results/profile-*.md)."""
 
     trace_id: str
     span_id: int
@@ -280,9 +282,9 @@ class RequestLogIds:
 # --- HDR-1, HDR-2: the request an instance receives --------------------------------------------
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ForwardContext:
-    """Everything ``upstream_request_headers`` adds; built once per request by the pipeline."""
+class ForwardContext(NamedTuple):
+    """Everything ``upstream_request_headers`` adds; built once per request by the pipeline
+    (a NamedTuple for the same reason as ``Trace``; build it with keywords)."""
 
     client_ip: str
     scheme: Literal["http", "https"]  # the listener's (or a trusted X-Forwarded-Proto, SEC-2)
@@ -396,6 +398,61 @@ def upstream_request_headers(
     return out
 
 
+# --- the serialised header block of a stored response (cache-hit fast path) -------------------
+
+
+class HeadBlock(NamedTuple):
+    """A stored response's header lines, serialised once so a hit sends them without a copy.
+
+    ``before`` and ``after`` are the ``Name: value\\r\\n`` lines around the response's one
+    ``Content-Length`` (all lines are in ``before`` when it has none); ``content_length`` is
+    that header's value, or None.
+    """
+
+    before: bytes
+    after: bytes
+    content_length: str | None
+
+
+# Set, replaced or removed per response on a hit (CACHE-4 Age, RESP-1 Server/Date, CACHE-6
+# X-GFE-Cache, HSTS by scheme, Connection by the client's keep-alive): an entry carrying one
+# of these is sent by the general path, which applies the rule to it.
+_PER_RESPONSE = frozenset(
+    {"age", "server", "date", "x-gfe-cache", "strict-transport-security", "connection"}
+)
+_WIRE_ENCODING = "utf-8"  # as aiohttp encodes header values; surrogateescape keeps raw bytes
+
+
+def _breaks_framing(text: str) -> bool:
+    return "\r" in text or "\n" in text
+
+
+def head_block(headers: Iterable[tuple[str, str]]) -> HeadBlock | None:
+    """The header lines of a stored response, serialised once, or None when one of them must
+    be decided per response (Age, Server, Date, X-GFE-Cache, Strict-Transport-Security,
+    Connection, a repeated Content-Length) or would break the framing (a CR or LF)."""
+    before: list[str] = []
+    after: list[str] = []
+    lines = before
+    length: str | None = None
+    for name, value in headers:
+        lname = name.lower()
+        if lname in _PER_RESPONSE or _breaks_framing(name) or _breaks_framing(value):
+            return None
+        if lname == "content-length":
+            if length is not None:
+                return None
+            length = value
+            lines = after
+            continue
+        lines.append(f"{name}: {value}\r\n")
+    return HeadBlock(
+        "".join(before).encode(_WIRE_ENCODING, "surrogateescape"),
+        "".join(after).encode(_WIRE_ENCODING, "surrogateescape"),
+        length,
+    )
+
+
 # --- RESP-1…RESP-5: the response the client receives -------------------------------------------
 
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -466,8 +523,7 @@ def _directive_name(directive: str) -> str:
     return directive.split("=", 1)[0].strip().lower()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ResponseHead:
+class ResponseHead(NamedTuple):
     """What ``response_headers`` decided.
 
     ``headers`` is the caller's to finish (compression and the cache add to it).
@@ -511,11 +567,14 @@ def response_headers(
     method: str,
     status: int,
     now: float,
+    front_end: bool = True,
 ) -> ResponseHead:
     """SPEC RESP-1…RESP-5: an instance's (dynamic) response headers as the client gets them.
 
     ``body_length`` is the length of the buffered body; ``date`` the current ``Date`` value
     (the server refreshes it once a second); ``now`` is used for ``Expires`` (RESP-3).
+    ``front_end=False`` leaves out Server, Date and the trace echo (RESP-1), for a caller that
+    adds them to each response it sends (the app's own are dropped either way).
     Raises ``ResponseHeadersTooLarge`` for headers over 8 KB (RESP-5).
     """
     check_response_headers(upstream.items())
@@ -563,8 +622,9 @@ def response_headers(
     if has_cookie:
         _set_cookie_rules(out, now)
 
-    out["Server"] = SERVER
-    out["Date"] = date
+    if front_end:
+        out["Server"] = SERVER
+        out["Date"] = date
     is_head = method == "HEAD"
     if no_body_status:
         pass  # SPEC RESP-5: 1xx/204/304 carry neither a body nor Content-Length
@@ -574,7 +634,7 @@ def response_headers(
             out["Content-Length"] = app_length.strip()
     else:
         out["Content-Length"] = str(body_length)
-    if trace is not None:
+    if trace is not None and front_end:
         out["X-Cloud-Trace-Context"] = trace.response_echo  # SPEC RESP-1
     return ResponseHead(
         headers=out, send_body=not (is_head or no_body_status), may_compress=may_compress

@@ -15,10 +15,24 @@ from http import HTTPStatus
 from aiohttp import web
 from multidict import CIMultiDict
 
+from gfe_proxy.headers import HeadBlock
+
 RAW_MAX_BODY = 64 * 1024  # above this, aiohttp's writer (with drain/flow control) sends it
 
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
 _ENCODING = "utf-8"  # as aiohttp encodes header values; surrogateescape keeps raw bytes
+
+
+_STATUS_LINES: dict[tuple[int, int, int], bytes] = {}
+
+
+def _status_line(version: tuple[int, int], status: int) -> bytes:
+    key = (version[0], version[1], status)
+    line = _STATUS_LINES.get(key)
+    if line is None:
+        text = f"HTTP/{version[0]}.{version[1]} {status} {_REASONS.get(status, '')}\r\n"
+        line = _STATUS_LINES[key] = text.encode(_ENCODING, "surrogateescape")
+    return line
 
 
 def serialise_head(
@@ -32,7 +46,7 @@ def serialise_head(
     """The response head as bytes, or None when a header would break the framing (a CR or
     LF inside a name or value): the caller then lets aiohttp refuse it."""
     lines = [f"HTTP/{version[0]}.{version[1]} {status} {reason or _REASONS.get(status, '')}\r\n"]
-    lines.extend(f"{name}: {value}\r\n" for name, value in headers.items())
+    lines += [f"{name}: {value}\r\n" for name, value in headers.items()]
     count = len(headers)
     if "Connection" not in headers:
         # aiohttp's rule (web_response._prepare_headers): say what differs from the default.
@@ -71,6 +85,54 @@ class RawResponse(web.StreamResponse):
 
     async def write_eof(self, data: bytes = b"") -> None:
         return None
+
+
+def prebuilt_response(
+    request: web.BaseRequest,
+    status: int,
+    block: HeadBlock,
+    body: bytes,
+    extra: bytes,
+) -> web.StreamResponse | None:
+    """The response ``response()`` would build from a stored entry's serialised header lines
+    (``block``) plus the per-response lines ``extra`` (appended after them, as ``response()``
+    appends new headers), byte for byte; None where it would not be a ``RawResponse`` (no
+    body allowed, or a body past ``RAW_MAX_BODY``): the caller then uses ``response()``.
+
+    Content-Length sits where the entry had it, else last (RESP-5: the body's; for HEAD the
+    stored one when the body is empty, as ``response()`` keeps it).
+    """
+    if status in (204, 304) or status < 200:
+        return None
+    if request.method == "HEAD":
+        stored = block.content_length
+        length = stored if not body and stored is not None else str(len(body))
+        body = b""
+    elif len(body) > RAW_MAX_BODY:
+        return None
+    else:
+        length = str(len(body))
+    version = request.version
+    keep_alive = bool(request.keep_alive)
+    length_line = b"Content-Length: " + length.encode(_ENCODING, "surrogateescape") + b"\r\n"
+    parts = [_status_line((version.major, version.minor), status), block.before]
+    if block.content_length is not None:
+        parts += (length_line, block.after, extra)
+    else:
+        parts += (extra, length_line)
+    # serialise_head's Connection rule (the block never holds a Connection header).
+    if keep_alive and version == (1, 0):
+        parts.append(b"Connection: keep-alive\r\n")
+    elif not keep_alive and version == (1, 1):
+        parts.append(b"Connection: close\r\n")
+    parts += (b"\r\n", body)
+    # Only Content-Length in the headers object: it is what the access log reads back.
+    return RawResponse(
+        status=status,
+        headers=CIMultiDict((("Content-Length", length),)),
+        data=b"".join(parts),
+        keep_alive=keep_alive,
+    )
 
 
 def response(
