@@ -19,7 +19,7 @@ from gfe_proxy.config import Handler
 from gfe_proxy.errors import RequestRejected
 from gfe_proxy.headers import UserInfo
 
-__all__ = ["check", "login_page", "signed_in_user"]
+__all__ = ["applies", "check", "login_page", "signed_in_user"]
 
 MAX_FORM = 64 * 1024  # bytes; the sign-in form is a few hundred
 _MAX_FIELDS = 100
@@ -55,6 +55,13 @@ def _reply(
         out["Content-Length"] = str(len(data))
         return web.Response(status=status, headers=out)
     return web.Response(status=status, headers=out, body=data)
+
+
+def applies(request: web.BaseRequest, handler: Handler, scheme: login.Scheme) -> bool:
+    """Whether ``check`` may answer this request (False: it would return None, so the pipeline
+    skips it). SEC-1 and LOGIN-1/LOGIN-2 act only on handlers with ``secure``/``login``
+    settings that apply to ``scheme``; an origin-form target cannot fail to parse."""
+    return not (login.door_open(handler, scheme) and request.raw_path.startswith("/"))
 
 
 def check(

@@ -244,6 +244,17 @@ def effective_scheme(listener: Scheme, forwarded_proto: Sequence[str], *, truste
 # --- SEC-1 ---------------------------------------------------------------------------------------
 
 
+def door_open(handler: Handler, scheme: Scheme) -> bool:
+    """True when neither SEC-1 nor LOGIN-1/LOGIN-2 can act on ``handler`` for ``scheme``:
+    ``login: optional`` and no ``secure`` redirect to the other scheme."""
+    if handler.login != "optional":
+        return False
+    secure = handler.secure
+    return not (
+        (secure == "always" and scheme == "http") or (secure == "never" and scheme == "https")
+    )
+
+
 def secure_redirect(
     handler: Handler, scheme: Scheme, host: str, path_qs: str, other_port: int | None
 ) -> tuple[int, str] | None:

@@ -144,6 +144,10 @@ class Proxy:
         self._runners: list[web.BaseRunner] = []
         self._date_second = -1
         self._date = ""
+        self._date_lines_for = ""  # the Date value _date_lines was made for
+        self._date_lines = b""
+        self._default_host: str | None = None  # _default_hostname's answer for
+        self._default_host_for = 0  # this many listeners
         self._json_log = settings.log_format == "json"
         self._reload_task: asyncio.Task[None] | None = None  # --reload watcher (reload.py)
 
@@ -296,17 +300,18 @@ class Proxy:
             raise NotFound(path)  # SPEC ROUTE-3
         # Front door (SPEC SEC-*, LOGIN-*): redirects and sign-in checks come after routing,
         # because secure:/login: belong to the matched handler.
-        door = frontdoor.check(
-            request,
-            match.handler,
-            scheme=scheme,
-            user=ex.user,
-            other_port=self._other_port(request, scheme),
-            date=self.date(now),
-        )
-        if door is not None:
-            ex.instance = "frontdoor"
-            return door
+        if frontdoor.applies(request, match.handler, scheme):
+            door = frontdoor.check(
+                request,
+                match.handler,
+                scheme=scheme,
+                user=ex.user,
+                other_port=self._other_port(request, scheme),
+                date=self.date(now),
+            )
+            if door is not None:
+                ex.instance = "frontdoor"
+                return door
         produce: Callable[[], Awaitable[Served]]
         if match.handler.kind == "script":
             produce = partial(self._dynamic, request, scheme, service, match, ex, t0, now)
@@ -322,6 +327,9 @@ class Proxy:
         )
         ex.cache = status.value
         if isinstance(response, CachedResponse):
+            fast = self._prebuilt_hit(request, response, age, ex, now)
+            if fast is not None:
+                return fast
             code, out, send_body = Edge.hit_headers(response, request.headers)
             out["Age"] = str(age or 0)  # SPEC CACHE-4
             return self._finish(request, code, out, response.body if send_body else b"", ex, now)
@@ -329,6 +337,34 @@ class Proxy:
         return self._finish(
             request, response.status, response.headers, response.body, ex, now, response.reason
         )
+
+    def _prebuilt_hit(
+        self,
+        request: web.BaseRequest,
+        entry: CachedResponse,
+        age: int | None,
+        ex: Exchange,
+        now: float,
+    ) -> web.StreamResponse | None:
+        """A hit sent from the entry's serialised header lines: the same bytes as
+        ``hit_headers`` + ``_finish`` produce, or None where those must run (the entry has
+        no block, the client's If-None-Match may turn it into a 304 (CACHE-4), a trace echo
+        is due)."""
+        block = entry.head
+        if block is None or ex.trace_echo or "If-None-Match" in request.headers:
+            return None
+        # _finish's order: Age (CACHE-4), Server and Date (RESP-1), X-GFE-Cache (CACHE-6).
+        extra = b"Age: %d\r\n%b" % (age or 0, self._server_date_line(now))
+        if self.settings.cache_header:
+            extra += b"X-GFE-Cache: " + ex.cache.encode() + b"\r\n"
+        return wire.prebuilt_response(request, entry.status, block, entry.body, extra)
+
+    def _server_date_line(self, now: float) -> bytes:
+        date = self.date(now)
+        if date is not self._date_lines_for:
+            self._date_lines_for = date
+            self._date_lines = f"Server: {headers.SERVER}\r\nDate: {date}\r\n".encode()
+        return self._date_lines
 
     async def _static(
         self,
@@ -408,12 +444,11 @@ class Proxy:
             method=request.method,
             status=r.status,
             now=now,
+            front_end=False,  # _finish adds Server and Date to each response (RESP-1)
         )
         out = head.headers
         # The trace echo belongs to this request, not to a stored copy (RESP-1, CACHE-4).
-        ex.trace_echo = out.popone("X-Cloud-Trace-Context", "")
-        out.popall("Date", None)
-        out.popall("Server", None)
+        ex.trace_echo = trace.response_echo
         if not head.send_body:
             return Served(r.status, out, b"", r.reason)
         sent = await self.edge.encode(
@@ -470,11 +505,15 @@ class Proxy:
         return next((port for s, _, port in self.listeners if s == want), None)
 
     def _default_hostname(self) -> str:
+        # Fixed once the listeners are bound (SPEC HDR-2 X-AppEngine-Default-Version-Hostname).
+        if self._default_host is not None and self._default_host_for == len(self.listeners):
+            return self._default_host
         host = self.settings.host
         if host in ("0.0.0.0", "::", ""):
             host = "localhost"
         port = self.listeners[0][2] if self.listeners else self.settings.port
-        return f"{host}:{port}"
+        self._default_host, self._default_host_for = f"{host}:{port}", len(self.listeners)
+        return self._default_host
 
     def _response(
         self,

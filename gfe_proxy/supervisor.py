@@ -48,7 +48,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from gfe_proxy import launch, memory, routing
 from gfe_proxy.config import AppConfig, AutomaticScaling, BasicScaling, ManualScaling
@@ -102,8 +102,9 @@ class Instance:
         return f"<Instance {self.id} port={self.process.port} pid={self.process.pid}>"
 
 
-@dataclass(frozen=True, slots=True)
-class Forwarded:
+class Forwarded(NamedTuple):
+    """An instance's answer and how it was served (for the access log, LOG-1)."""
+
     response: UpstreamResponse
     instance_id: str
     pending_ms: int
@@ -678,6 +679,10 @@ class ServiceRuntime:
         iid = self.pool.acquire(fut, now=since)
         if iid is not None:
             return iid
+        return await self._queued(fut, since, retry=retry)
+
+    async def _queued(self, fut: asyncio.Future[str], since: float, *, retry: bool) -> str:
+        """``_acquire`` once ``fut`` is in the pending queue: wait for its slot (INST-4)."""
         if retry:
             # SPEC INST-3: back in the queue at its arrival position, so neither FIFO order nor
             # the pending timeout restarts for a request whose instance died under it.
@@ -752,7 +757,15 @@ class ServiceRuntime:
         retried = False
         self.counters["requests"] += 1
         while True:
-            iid = self._claim(targeted) if targeted else await self._acquire(t0, retry=retried)
+            if targeted:
+                iid = self._claim(targeted)
+            elif retried or self._closing:
+                iid = await self._acquire(t0, retry=retried)
+            else:
+                # _acquire's first step inline: a free slot is taken without a coroutine.
+                fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+                found = self.pool.acquire(fut, now=t0)
+                iid = found if found is not None else await self._queued(fut, t0, retry=False)
             inst = self.instances.get(iid)
             rec = self.pool.get(iid)
             if inst is None or rec is None:  # it died between assignment and now
