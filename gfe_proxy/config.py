@@ -1,7 +1,8 @@
 """The app.yaml model: frozen values, no I/O.
 
 Field names follow app.yaml's spelling so the reference and the code read the same.
-``appyaml.py`` is the only place that builds these from text; everything else reads them.
+``appyaml.py`` (and ``dispatchyaml.py`` for dispatch rules) build these from text; everything
+else reads them.
 Durations are already converted to seconds (floats) by the loader (SPEC CFG-3).
 """
 

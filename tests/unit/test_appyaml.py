@@ -1083,3 +1083,10 @@ def test_cfg_1_deep_nesting_is_a_config_error(tmp_path: Path) -> None:
 def test_cfg_1_loader_does_not_import_aiohttp() -> None:
     code = "import gfe_proxy.appyaml, sys; assert 'aiohttp' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
+
+
+@pytest.mark.parametrize("module", ["gfe_proxy.yamlnodes", "gfe_proxy.dispatchyaml"],
+                         ids=["yamlnodes", "dispatchyaml"])
+def test_cfg_1_yaml_modules_do_not_import_aiohttp(module: str) -> None:
+    code = f"import {module}, sys; assert 'aiohttp' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
