@@ -1,28 +1,13 @@
-"""The instances of one service: dispatch through the pool, the autoscaler tick, the lifecycle.
+"""The instances of one service: their lifecycle, and the owner of dispatch and the autoscaler.
 
 Theory of operation
 -------------------
 ``pool.Pool`` decides which instance serves a request and who waits (SPEC INST-4);
-``scaling.decide`` decides how many instances there should be (SCALE-1/2); this module carries
-both out with futures and processes (process.py) and decides nothing itself.
-
-Requests: ``forward`` asks the pool for a slot; without one the request's future waits in the
-pool's FIFO queue and is woken with an instance id when capacity appears. A request that finds
-the queue empty and has to wait kicks the tick, so a cold service starts an instance at once.
-
-One tick (every ``settings.scaling_tick`` seconds, and when kicked):
-  1. requests pending longer than ``settings.pending_timeout`` fail (SCALE-3);
-  2. instances that crashed or were recycled are replaced (INST-3), unless boots are failing,
-     in which case starts wait out an exponential backoff (0.5 s … 30 s; an instance dying
-     within 10 s of READY counts as a failed boot, so a crash loop slows down too);
-  3. ``scaling.decide(policy, pool.snapshot(now), memory, now=now)``; a non-empty decision is
-     logged on ``gfe_proxy.scaling`` with its reason verbatim and kept (the last 50) for the
-     status page. Starts are added to the pool (STARTING) before the tick returns, so the next
-     decision counts them; stops are drained: moved to DRAINING at once (no new requests),
-     stopped when their last request finishes;
-  4. once a second a history sample (instances, in flight, pending) for the status chart;
-     every ``settings.memory_interval`` seconds the memory of each instance's process group
-     (a worker thread reads /proc), recycling any above its instance class (INST-3).
+``scaling.decide`` decides how many instances there should be (SCALE-1/2). Both are carried out
+by helpers this runtime owns, which decide nothing themselves: ``dispatch.Dispatcher`` (futures
+waiting for a slot, forward, retry, deadline) and ``autoscaler.Autoscaler`` (the tick: pending
+timeout, replacements, the scaling decision, backoff, samples). This module starts and stops
+the processes (process.py).
 
 An instance's life (pool.TRANSITIONS): STARTING (spawned; port answers HTTP; ``/_ah/start`` for
 manual/basic, ``/_ah/warmup`` with ``inbound_services: [warmup]``) → READY → DRAINING (scaled
@@ -48,37 +33,27 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 from gfe_proxy import launch, memory, routing
+from gfe_proxy.autoscaler import CRASH_LOOP_WINDOW, Autoscaler, Decided
 from gfe_proxy.config import AppConfig, AutomaticScaling, BasicScaling, ManualScaling
+from gfe_proxy.dispatch import Dispatcher, Forwarded
 from gfe_proxy.errors import (
     DeadlineExceeded,
     GfeError,
     InstanceUnavailable,
-    PendingTimeout,
     StartupError,
-    UpstreamError,
 )
 from gfe_proxy.pool import Event, Pool, State
 from gfe_proxy.process import InstanceProcess, Tasks, free_port
-from gfe_proxy.scaling import Decision, ScalerMemory, decide, max_instances_of
+from gfe_proxy.scaling import max_instances_of
 from gfe_proxy.settings import Settings
-from gfe_proxy.upstream import UpstreamClient, UpstreamResponse
+from gfe_proxy.upstream import UpstreamClient
+
+__all__ = ["Decided", "Forwarded", "Instance", "ServiceRuntime"]
 
 log = logging.getLogger("gfe_proxy.instances")
-scaling_log = logging.getLogger("gfe_proxy.scaling")
-
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
-DECISIONS_KEPT = 50  # scaling decisions shown on the status page
-HISTORY_SAMPLES = 300  # one a second: the status chart's last five minutes
-BACKOFF_MIN, BACKOFF_MAX = 0.5, 30.0  # seconds between starts while boots keep failing
-# *(decision)* SIGTERM-to-SIGKILL grace of an instance recycled after a deadline: it is still
-# running the hung request, which was already answered with 500; nothing is worth waiting for.
-HUNG_GRACE = 1.0  # seconds
-# An instance that dies this soon after becoming READY counts as a failed boot for the backoff,
-# so an app that crashes right after start is not restarted in a tight loop.
-CRASH_LOOP_WINDOW = 10.0  # seconds
 _LIVE = (State.STARTING, State.READY)
 
 
@@ -100,26 +75,6 @@ class Instance:
 
     def __repr__(self) -> str:
         return f"<Instance {self.id} port={self.process.port} pid={self.process.pid}>"
-
-
-class Forwarded(NamedTuple):
-    """An instance's answer and how it was served (for the access log, LOG-1)."""
-
-    response: UpstreamResponse
-    instance_id: str
-    pending_ms: int
-    loading: bool
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Decided:
-    """One carried-out scaling step, as the status page lists it."""
-
-    time: float  # wall clock
-    action: str  # "start" | "stop" | "replace" | "recycle" | "reload"
-    start: int = 0
-    stop: tuple[str, ...] = ()
-    reason: str
 
 
 def deadline_for(config: AppConfig, settings: Settings) -> float:
@@ -172,10 +127,6 @@ class ServiceRuntime:
         self.instances: dict[str, Instance] = {}
         self.deadline = deadline_for(config, settings)
         self.deployment_id = str(int(time.time() * 1000))
-        self.decisions: deque[Decided] = deque(maxlen=DECISIONS_KEPT)
-        # (wall time, live instances, ready instances, in flight, pending, requests so far),
-        # one a second
-        self.history: deque[tuple[float, int, int, int, int, int]] = deque(maxlen=HISTORY_SAMPLES)
         self.counters = dict.fromkeys(
             ("requests", "started", "stopped", "crashed", "recycled", "pending_timeouts"), 0
         )
@@ -183,19 +134,12 @@ class ServiceRuntime:
         self._router = routing.Router.from_handlers(config.handlers)
         self._seq = 0
         self._generation = 1
-        self._tasks = Tasks()
-        self._closing = False
-        self._reloading = False
-        self._scaler = ScalerMemory()
-        self._owed: list[str] = []  # why each owed replacement is owed (crash, recycle)
-        self._backoff = 0.0
-        self._hold_until = 0.0  # no start before this clock time (failed boots)
-        self._last_failure = float("-inf")  # clock time of the last failed boot
-        self._boot_error: str | None = None  # the last failed boot, until one succeeds
-        self._kick = asyncio.Event()
-        self._next_history = 0.0
-        self._next_memory = 0.0
-        self._memory_task: asyncio.Task[None] | None = None
+        self.tasks = Tasks()  # every background task of this service
+        self.closing = False
+        self.reloading = False
+        self.boot_error: str | None = None  # the last failed boot, until one succeeds
+        self.autoscaler = Autoscaler(self)
+        self.dispatcher = Dispatcher(self)
 
     @property
     def name(self) -> str:
@@ -209,6 +153,16 @@ class ServiceRuntime:
     def requests_total(self) -> int:
         return self.counters["requests"]
 
+    @property
+    def decisions(self) -> deque[Decided]:
+        """The last carried-out scaling steps (autoscaler.DECISIONS_KEPT)."""
+        return self.autoscaler.decisions
+
+    @property
+    def history(self) -> deque[tuple[float, int, int, int, int, int]]:
+        """One sample a second for the status chart (autoscaler.HISTORY_SAMPLES)."""
+        return self.autoscaler.history
+
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -219,13 +173,13 @@ class ServiceRuntime:
         for r in results:
             if isinstance(r, BaseException):
                 raise r
-        self._tasks.spawn(self._ticker(), name=f"{self.name}-tick")
+        self.tasks.spawn(self.autoscaler.run(), name=f"{self.name}-tick")
 
     async def close(self) -> None:
         """Stop every instance at once (no draining) and answer queued requests with 503."""
-        self._closing = True
-        self._fail_pending(InstanceUnavailable("gfe-proxy is shutting down"))
-        await self._tasks.close()
+        self.closing = True
+        self.dispatcher.fail_pending(InstanceUnavailable("gfe-proxy is shutting down"))
+        await self.tasks.close()
         await asyncio.gather(
             *(
                 self._stop(inst, "shutting down", drain=False)
@@ -236,7 +190,11 @@ class ServiceRuntime:
 
     def kick(self) -> None:
         """Run a tick now rather than at the next interval."""
-        self._kick.set()
+        self.autoscaler.kick()
+
+    def tick(self) -> None:
+        """Periodic work: pending timeout, replacements, the scaling decision, samples."""
+        self.autoscaler.tick()
 
     def _launch(self, config: AppConfig) -> Instance:
         """Create an instance record (STARTING, counted by the next decision); no I/O yet."""
@@ -290,7 +248,7 @@ class ServiceRuntime:
         if inst.stop_reason is not None:  # stopped while booting; _stop cleans up
             return
         inst.held = hold
-        self._tasks.spawn(self._watch(inst), name=f"{self.name}-{inst.id}-watch")
+        self.tasks.spawn(self._watch(inst), name=f"{self.name}-{inst.id}-watch")
         if not hold:
             self._make_ready(inst)
 
@@ -304,8 +262,8 @@ class ServiceRuntime:
             inst.process.port,
             inst.process.pid,
         )
-        self._boot_error = None
-        self._wake(self.pool.transition(inst.id, Event.READY, now=self.clock()))
+        self.boot_error = None
+        self.dispatcher.wake(self.pool.transition(inst.id, Event.READY, now=self.clock()))
 
     async def _warm(self, inst: Instance, config: AppConfig) -> None:
         # Manual and basic instances get /_ah/start, automatic ones /_ah/warmup when the app
@@ -363,49 +321,39 @@ class ServiceRuntime:
         try:
             await self._boot(inst, config)
         except StartupError as e:
-            if inst.stop_reason is not None or self._closing:
+            if inst.stop_reason is not None or self.closing:
                 return  # we stopped it ourselves
-            self._boot_error = str(e)
-            self._back_off()
-            log.error("%s; no new start for %gs (backoff)", e, self._backoff)
-            if not self._live():
+            self.boot_error = str(e)
+            self.autoscaler.back_off()
+            log.error("%s; no new start for %gs (backoff)", e, self.autoscaler.backoff)
+            if not self.live():
                 # Nothing can serve the queued requests soon: answer them now (503) rather
                 # than after the pending timeout.
-                self._fail_pending(InstanceUnavailable(str(e)))
-
-    def _back_off(self) -> None:
-        """One more failed boot (or crash right after one): wait twice as long before the next
-        start. The backoff starts over once failures are further apart than it could grow."""
-        now = self.clock()
-        if now - self._last_failure > BACKOFF_MAX + CRASH_LOOP_WINDOW:
-            self._backoff = 0.0
-        self._backoff = min(BACKOFF_MAX, max(BACKOFF_MIN, self._backoff * 2))
-        self._hold_until = now + self._backoff
-        self._last_failure = now
+                self.dispatcher.fail_pending(InstanceUnavailable(str(e)))
 
     async def _watch(self, inst: Instance) -> None:
         await inst.process.wait()
         inst.drained.set()
-        self._crashed(inst)
+        self.crashed(inst)
 
-    def _crashed(self, inst: Instance) -> None:
+    def crashed(self, inst: Instance) -> None:
         """An exit we did not ask for (SPEC INST-3): out of the pool, a replacement owed.
         Idempotent: the watcher and a request that saw the connection drop may both call it."""
         if (
             inst.id not in self.instances
             or inst.process.stopping
             or inst.stop_reason is not None
-            or self._closing
+            or self.closing
         ):
             return
         reason = inst.process.exit_reason("unexpectedly")
         log.error("%s; replacing it", reason)
         self.counters["crashed"] += 1
         if inst.ready_at is not None and self.clock() - inst.ready_at < CRASH_LOOP_WINDOW:
-            self._back_off()
+            self.autoscaler.back_off()
         if self._discard(inst) and not inst.held:  # a held one: the reload gives up instead
-            self._owed.append(f"{inst.id}, which {inst.process.exit_status()}")
-        self._tasks.spawn(inst.client.close(), name=f"{self.name}-{inst.id}-close")
+            self.autoscaler.owe(f"{inst.id}, which {inst.process.exit_status()}")
+        self.tasks.spawn(inst.client.close(), name=f"{self.name}-{inst.id}-close")
         self.kick()
 
     def _discard(self, inst: Instance) -> bool:
@@ -419,7 +367,7 @@ class ServiceRuntime:
         inst.drained.set()
         return was_live
 
-    def _begin_stop(self, inst: Instance, reason: str, *, grace: float | None = None) -> None:
+    def begin_stop(self, inst: Instance, reason: str, *, grace: float | None = None) -> None:
         """Drain now (synchronously: no request is assigned to it from here on), stop later."""
         if inst.stop_reason is not None:
             return
@@ -428,7 +376,7 @@ class ServiceRuntime:
         rec = self.pool.get(inst.id)
         if rec is not None and rec.state in _LIVE:
             self.pool.transition(inst.id, Event.DRAIN, now=self.clock())
-        self._tasks.spawn(self._stop(inst, reason, grace=grace), name=f"{self.name}-{inst.id}-stop")
+        self.tasks.spawn(self._stop(inst, reason, grace=grace), name=f"{self.name}-{inst.id}-stop")
 
     async def _stop(
         self, inst: Instance, reason: str, *, drain: bool = True, grace: float | None = None
@@ -467,10 +415,27 @@ class ServiceRuntime:
             return
         log.warning("[%s/%s] recycling: %s", self.name, inst.id, reason)
         self.counters["recycled"] += 1
-        self._record("recycle", stop=(inst.id,), reason=f"recycling {inst.id}: {reason}")
-        self._owed.append(f"{inst.id}, which was recycled")
-        self._begin_stop(inst, reason, grace=grace)
+        self.autoscaler.record("recycle", stop=(inst.id,), reason=f"recycling {inst.id}: {reason}")
+        self.autoscaler.owe(f"{inst.id}, which was recycled")
+        self.begin_stop(inst, reason, grace=grace)
         self.kick()
+
+    def start_instances(self, n: int) -> None:
+        """Launch ``n`` instances (in the pool at once, STARTING); they boot in the background."""
+        config = self.config
+        for _ in range(n):
+            inst = self._launch(config)  # in the pool now: the next decision counts it
+            self.tasks.spawn(
+                self._boot_in_background(inst, config), name=f"{self.name}-{inst.id}-boot"
+            )
+
+    def live(self) -> list[Instance]:
+        """The instances STARTING or READY."""
+        return [i for i in self.instances.values() if self._state(i) in _LIVE]
+
+    def _state(self, inst: Instance) -> State | None:
+        rec = self.pool.get(inst.id)
+        return rec.state if rec is not None else None
 
     # -- reload ---------------------------------------------------------------------------
 
@@ -483,9 +448,9 @@ class ServiceRuntime:
         (the caller swaps its routes), the new instances become READY and the old ones drain.
         False (old version kept) if a new instance fails to boot.
         """
-        if self._closing or self._reloading:
+        if self.closing or self.reloading:
             return False
-        self._reloading = True
+        self.reloading = True
         try:
             old = [i for i in self.instances.values() if self._state(i) in _LIVE]
             ready = sum(1 for i in old if self._state(i) is State.READY)
@@ -496,7 +461,7 @@ class ServiceRuntime:
             n = max(n, 1)
             self._generation += 1
             new = [self._launch(config) for _ in range(n)]
-            self._record(
+            self.autoscaler.record(
                 "reload",
                 start=n,
                 reason=f"{why or 'app changed'}: starting {n} instance(s) of the new version",
@@ -506,10 +471,10 @@ class ServiceRuntime:
             )
             failed = [r for r in results if isinstance(r, BaseException)]
             lost = [i for i in new if i.id not in self.instances]
-            if failed or lost or self._closing:
+            if failed or lost or self.closing:
                 for i in new:
                     if i.id in self.instances:
-                        self._begin_stop(i, "reload abandoned")
+                        self.begin_stop(i, "reload abandoned")
                 reason = str(failed[0]) if failed else "a new instance exited"
                 log.error(
                     "reload of service %s failed: %s; still serving the previous version",
@@ -527,212 +492,12 @@ class ServiceRuntime:
                 self._make_ready(i)
             for i in old:
                 if i.id in self.instances:
-                    self._begin_stop(i, "replaced by the new version")
+                    self.begin_stop(i, "replaced by the new version")
             return True
         finally:
-            self._reloading = False
-
-    # -- the tick -------------------------------------------------------------------------
-
-    async def _ticker(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), self.settings.scaling_tick)
-            self._kick.clear()
-            self.tick()
-
-    def tick(self) -> None:
-        """Periodic work: pending timeout, replacements, the scaling decision, samples."""
-        now = self.clock()
-        for fut in self.pool.expired(now=now, max_wait=self.settings.pending_timeout):
-            if not fut.done():
-                self.counters["pending_timeouts"] += 1
-                fut.set_exception(PendingTimeout(PendingTimeout.log_message))
-        if not self._closing and not self._reloading:
-            self._replace(now)
-            self._scale(now)
-        if now >= self._next_history:
-            self._next_history = now + 1.0
-            self._sample_history()
-        if now >= self._next_memory and (self._memory_task is None or self._memory_task.done()):
-            self._next_memory = now + self.settings.memory_interval
-            self._memory_task = self._tasks.spawn(self._sample_memory(), name=f"{self.name}-mem")
-
-    def _replace(self, now: float) -> None:
-        if not self._owed or now < self._hold_until:
-            return
-        cap = max_instances_of(self.config.scaling, cap=self.settings.max_instances_cap)
-        n = min(len(self._owed), max(0, cap - len(self._live())))
-        owed, self._owed = self._owed[:n], []
-        if n:
-            self._record("replace", start=n, reason=f"replacing {'; '.join(owed)}: starting {n}")
-            self._start(n)
-
-    def _scale(self, now: float) -> None:
-        decision, scaler = decide(
-            self.config.scaling,
-            self.pool.snapshot(now),
-            self._scaler,
-            now=now,
-            scale_down_delay=self.settings.scale_down_delay,
-            max_instances_cap=self.settings.max_instances_cap,
-        )
-        if decision.start and now < self._hold_until:
-            return  # boots are failing: wait out the backoff (the next tick asks again)
-        self._scaler = scaler
-        if decision.noop:
-            return
-        self._carry_out(decision)
-
-    def _carry_out(self, decision: Decision) -> None:
-        action = "start" if decision.start else "stop"
-        self._record(action, start=decision.start, stop=decision.stop, reason=decision.reason)
-        self._start(decision.start)
-        for iid in decision.stop:
-            inst = self.instances.get(iid)
-            if inst is not None:
-                self._begin_stop(inst, "scaled down")
-
-    def _start(self, n: int) -> None:
-        config = self.config
-        for _ in range(n):
-            inst = self._launch(config)  # in the pool now: the next decision counts it
-            self._tasks.spawn(
-                self._boot_in_background(inst, config), name=f"{self.name}-{inst.id}-boot"
-            )
-
-    def _record(
-        self, action: str, *, start: int = 0, stop: tuple[str, ...] = (), reason: str
-    ) -> None:
-        # SPEC SCALE-1: each decision is logged with its reason, verbatim.
-        scaling_log.info("[%s] %s", self.name, reason)
-        self.decisions.append(
-            Decided(time=self.wall(), action=action, start=start, stop=stop, reason=reason)
-        )
-
-    def _sample_history(self) -> None:
-        recs = self.pool.records()
-        self.history.append(
-            (
-                round(self.wall(), 3),
-                sum(1 for r in recs if r.state in _LIVE),
-                sum(1 for r in recs if r.state is State.READY),
-                sum(r.inflight for r in recs),
-                self.pool.pending,
-                self.counters["requests"],
-            )
-        )
-
-    async def _sample_memory(self) -> None:
-        by_pid = {
-            i.process.pid: i
-            for i in self.instances.values()
-            if i.process.pid is not None and i.process.returncode is None
-        }
-        if not by_pid:
-            return
-        sizes = await asyncio.to_thread(memory.group_memory, list(by_pid))
-        limit_mb = self.config.memory_mb
-        for pid, inst in by_pid.items():
-            inst.memory = sizes.get(pid)
-            rec = self.pool.get(inst.id)
-            if (
-                inst.memory is not None
-                and inst.memory > limit_mb * memory.MIB
-                and rec is not None
-                and rec.state is State.READY
-            ):
-                # SPEC INST-3: the production message, then the instance is replaced.
-                msg = memory.over_limit_message(limit_mb, inst.memory, rec.served)
-                log.error("[%s/%s] %s", self.name, inst.id, msg)
-                self.recycle(inst, msg)
+            self.reloading = False
 
     # -- requests -----------------------------------------------------------------------
-
-    def _live(self) -> list[Instance]:
-        return [i for i in self.instances.values() if self._state(i) in _LIVE]
-
-    def _state(self, inst: Instance) -> State | None:
-        rec = self.pool.get(inst.id)
-        return rec.state if rec is not None else None
-
-    def _fail_pending(self, error: GfeError) -> None:
-        for fut in self.pool.expired(now=self.clock(), max_wait=float("-inf")):
-            if not fut.done():
-                fut.set_exception(error)
-
-    def _wake(self, assignments: list[tuple[asyncio.Future[str], str]]) -> None:
-        while assignments:
-            more: list[tuple[asyncio.Future[str], str]] = []
-            for fut, iid in assignments:
-                if fut.done():  # its client left meanwhile: give the slot to the next one
-                    self.pool.abandon(iid)
-                    more.extend(self.pool.assign(now=self.clock()))
-                else:
-                    fut.set_result(iid)
-            assignments = more
-
-    async def _acquire(self, since: float, *, retry: bool) -> str:
-        if self._closing:
-            raise InstanceUnavailable("gfe-proxy is shutting down")
-        fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        iid = self.pool.acquire(fut, now=since)
-        if iid is not None:
-            return iid
-        return await self._queued(fut, since, retry=retry)
-
-    async def _queued(self, fut: asyncio.Future[str], since: float, *, retry: bool) -> str:
-        """``_acquire`` once ``fut`` is in the pending queue: wait for its slot (INST-4)."""
-        if retry:
-            # SPEC INST-3: back in the queue at its arrival position, so neither FIFO order nor
-            # the pending timeout restarts for a request whose instance died under it.
-            self.pool.cancel(fut)
-            self.pool.requeue(fut, since=since)
-        if self._boot_error is not None and not self._live() and self.clock() < self._hold_until:
-            # Boots are failing and the backoff forbids another start yet: 503 now rather than
-            # after the pending timeout. Once it has passed, the request queues and its load
-            # starts an instance again.
-            self.pool.cancel(fut)
-            raise InstanceUnavailable(self._boot_error)
-        if self.pool.pending == 1:
-            self.kick()  # the queue just formed: let the autoscaler see it now
-        try:
-            return await fut
-        except asyncio.CancelledError:
-            assigned = fut.done() and not fut.cancelled() and fut.exception() is None
-            if not self.pool.cancel(fut) and assigned:
-                self._release(fut.result(), served=False)
-            raise
-
-    def _claim(self, label: str) -> str:
-        """SPEC ROUTE-5: a slot on the named manual-scaling instance now, or 503 at once.
-
-        ``i-2`` names an instance by its id; a number names the live instances the way
-        production numbers manual instances, from 0 in order of their start.
-        """
-        live = sorted(self._live(), key=lambda i: int(i.id.partition("-")[2] or 0))
-        if label.isdigit():
-            k = int(label)
-            iid = live[k].id if k < len(live) else None
-        else:
-            iid = label if any(i.id == label for i in live) else None
-        if iid is None:
-            raise InstanceUnavailable(f"service {self.name} has no instance {label}")
-        if not self.pool.acquire_on(iid):
-            raise InstanceUnavailable(f"instance {label} of service {self.name} is busy")
-        return iid
-
-    def _release(self, iid: str, *, served: bool = True) -> None:
-        if served:
-            self._wake(self.pool.release(iid, now=self.clock()))
-        else:
-            self.pool.abandon(iid)
-            self._wake(self.pool.assign(now=self.clock()))
-        rec = self.pool.get(iid)
-        if rec is not None and rec.state is State.DRAINING and rec.inflight == 0:
-            inst = self.instances.get(iid)
-            if inst is not None:
-                inst.drained.set()
 
     async def forward(
         self,
@@ -751,68 +516,9 @@ class ServiceRuntime:
         Raises PendingTimeout, InstanceUnavailable, DeadlineExceeded, UpstreamError and the
         response-limit errors.
         """
-        t0 = self.clock() if started is None else started
-        headers = list(headers)
-        targeted = instance if isinstance(self.config.scaling, ManualScaling) else None
-        retried = False
-        self.counters["requests"] += 1
-        while True:
-            if targeted:
-                iid = self._claim(targeted)
-            elif retried or self._closing:
-                iid = await self._acquire(t0, retry=retried)
-            else:
-                # _acquire's first step inline: a free slot is taken without a coroutine.
-                fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-                found = self.pool.acquire(fut, now=t0)
-                iid = found if found is not None else await self._queued(fut, t0, retry=False)
-            inst = self.instances.get(iid)
-            rec = self.pool.get(iid)
-            if inst is None or rec is None:  # it died between assignment and now
-                self.pool.abandon(iid)
-                continue
-            loading = rec.loading and not inst.warmed
-            now = self.clock()
-            pending_ms = int((now - t0) * 1000)
-            remaining = self.deadline - (now - t0)
-            try:
-                response = await inst.client.request(
-                    method, target, headers, body, timeout=max(0.001, remaining)
-                )
-            except UpstreamError as e:
-                self._release(iid, served=False)
-                # SPEC INST-3: an idempotent request whose instance died before sending any
-                # response byte is retried once on another instance.
-                if e.sent_nothing and method in IDEMPOTENT and not retried and not targeted:
-                    retried = True
-                    await self._await_exit(inst)
-                    continue
-                raise
-            except DeadlineExceeded:
-                self._release(iid, served=False)
-                # SPEC SCALE-4: the client gets 500; the instance, still busy with the request,
-                # is recycled.
-                self.recycle(
-                    inst, f"a request exceeded its {self.deadline:g}s deadline", grace=HUNG_GRACE
-                )
-                raise
-            except BaseException:
-                self._release(iid, served=False)
-                raise
-            self._release(iid)
-            return Forwarded(
-                response=response, instance_id=iid, pending_ms=pending_ms, loading=loading
-            )
-
-    async def _await_exit(self, inst: Instance) -> None:
-        # If the instance is dying, let it leave the pool before we retry, so the retry does
-        # not land on it again.
-        proc = inst.process.proc
-        if proc is not None:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(proc.wait()), 0.5)
-        if proc is not None and proc.returncode is not None:
-            self._crashed(inst)
+        return await self.dispatcher.forward(
+            method, target, headers, body, started=started, instance=instance
+        )
 
     # -- views --------------------------------------------------------------------------
 
