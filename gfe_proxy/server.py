@@ -84,6 +84,7 @@ class Exchange:
     """What the access log needs to know about one request, filled in as it goes."""
 
     service: str = "-"
+    version: str = "-"
     instance: str = "-"
     pending_ms: int = 0
     loading: bool = False
@@ -259,6 +260,7 @@ class Proxy:
             headers.check_request_body_length(request.content_length)
             service = self._service(request, ex)
             ex.service = service.config.service
+            ex.version = service.config.version or "local"  # as GAE_VERSION (INST-2)
             response = await self._route(request, scheme, service, ex, t0, now)
         except GfeError as e:
             response = self._error_response(e, request, service, now)
@@ -588,7 +590,7 @@ class Proxy:
             loading_request=ex.loading,
             cache=ex.cache,
             service=ex.service,
-            version="-",
+            version=ex.version,
         )
         line = accesslog.format_json(rec) if self._json_log else accesslog.format_text(rec)
         access_log.info("%s", line)
