@@ -255,12 +255,14 @@ class Proxy:
         )
         ex.scheme = scheme
         try:
-            # SPEC HDR-3: limits first, before anything reads the request.
-            headers.check_request_headers(request.headers.items())
-            headers.check_request_body_length(request.content_length)
+            # The service first (Host only, no body read), so that even a rejected request
+            # gets that app's error_handlers page (ERR-2); then SPEC HDR-3's limits, before
+            # anything reads the request.
             service = self._service(request, ex)
             ex.service = service.config.service
             ex.version = service.config.version or "local"  # as GAE_VERSION (INST-2)
+            headers.check_request_headers(request.headers.items())
+            headers.check_request_body_length(request.content_length)
             response = await self._route(request, scheme, service, ex, t0, now)
         except GfeError as e:
             response = self._error_response(e, request, service, now)

@@ -421,3 +421,38 @@ def test_cli_3_clean_stop_leaves_no_orphans(proxy_factory) -> None:  # type: ign
     assert all(pid_alive(pid) for pid in pids)
     assert p.stop() == 0
     assert not any(pid_alive(pid) for pid in pids)
+
+
+# -- ERR-2: the app's error_handlers --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def custom_errors(proxy_factory) -> RunningProxy:  # type: ignore[no-untyped-def]
+    return proxy_factory(str(APPS / "errors"))  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/static/missing.txt", "/no/handler/matches", "/_ah/start"],
+    ids=["file", "route", "ah"],
+)
+def test_err_2_default_handler_replaces_proxy_made_errors(
+    custom_errors: RunningProxy, path: str
+) -> None:
+    r = custom_errors.get(path)
+    assert r.status == 404
+    assert r.body == b"<h1>custom default page</h1>\n"
+    assert (r.header("Content-Type") or "").startswith("text/html")
+
+
+def test_err_2_default_handler_replaces_400(custom_errors: RunningProxy) -> None:
+    r = custom_errors.get("/static/here.txt", headers={"X-Big": "a" * 9000})
+    assert r.status == 400
+    assert r.body == b"<h1>custom default page</h1>\n"
+
+
+def test_err_2_app_made_404_is_not_replaced(custom_errors: RunningProxy) -> None:
+    r = custom_errors.get("/app/x")
+    assert r.status == 404
+    assert r.body == b"the app's own 404"
+    assert custom_errors.get("/static/here.txt").body == b"present\n"
