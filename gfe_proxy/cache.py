@@ -56,7 +56,7 @@ __all__ = [
     "EdgeCache",
     "FetchResult",
     "ResponseLike",
-    "UpstreamResponse",
+    "Served",
 ]
 
 # Accounting constants. The budget must bound real memory, so every entry is charged the real
@@ -89,13 +89,15 @@ class ResponseLike(Protocol):
     def body(self) -> bytes: ...
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class UpstreamResponse:
-    """A complete (buffered, RESP-1) response as the instance or static handler produced it."""
+class Served(NamedTuple):
+    """A complete (buffered, RESP-1) response as the origin (instance or static file) produced
+    it, before per-request headers (Date, Server, trace echo, Age, X-GFE-Cache) are added.
+    A NamedTuple: one is made per request, cheaper than a frozen dataclass."""
 
     status: int
     headers: CIMultiDict[str]
     body: bytes
+    reason: str | None = None
 
 
 @dataclass(slots=True, kw_only=True)

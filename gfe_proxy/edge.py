@@ -22,12 +22,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 from multidict import CIMultiDict
 
 from gfe_proxy import caching, compression
-from gfe_proxy.cache import CachedResponse, CacheStatus, EdgeCache, ResponseLike
+from gfe_proxy.cache import CachedResponse, CacheStatus, EdgeCache, ResponseLike, Served
 from gfe_proxy.settings import Settings
 
 log = logging.getLogger("gfe_proxy.cache")
@@ -35,17 +35,6 @@ log = logging.getLogger("gfe_proxy.cache")
 MAX_OBJECT_BYTES = 10 * 1024 * 1024  # per-object limit (Cloud CDN's default cacheable size)
 STATIC_VARIANTS_BYTES = 64 * 1024 * 1024  # compressed static files kept when the cache is off
 _EXECUTOR_THRESHOLD = 256 * 1024  # bodies above this are compressed off the event loop
-
-
-class Served(NamedTuple):
-    """A complete response as the origin produced it, before per-request headers (Date,
-    Server, trace echo, Age, X-GFE-Cache) are added. Satisfies ``cache.ResponseLike``.
-    A NamedTuple: one per request, cheaper than a frozen dataclass."""
-
-    status: int
-    headers: CIMultiDict[str]
-    body: bytes
-    reason: str | None = None
 
 
 @dataclass(slots=True)

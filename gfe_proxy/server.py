@@ -30,9 +30,9 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from gfe_proxy import accesslog, frontdoor, headers, launch, login, routing, tls, wire
-from gfe_proxy.cache import CachedResponse, CacheStatus
+from gfe_proxy.cache import CachedResponse, CacheStatus, Served
 from gfe_proxy.config import AppConfig, DispatchRule
-from gfe_proxy.edge import Edge, Served, cache_key
+from gfe_proxy.edge import Edge, cache_key
 from gfe_proxy.errorpages import ErrorPages
 from gfe_proxy.errors import (
     DeadlineExceeded,

@@ -20,7 +20,7 @@ from gfe_proxy.cache import (
     CacheStatus,
     EdgeCache,
     FetchResult,
-    UpstreamResponse,
+    Served,
 )
 from gfe_proxy.caching import cache_key
 
@@ -47,10 +47,8 @@ def H(*pairs: tuple[str, str]) -> CIMultiDict[str]:
     return CIMultiDict(pairs)
 
 
-def response(
-    *headers: tuple[str, str], body: bytes = TEXT, status: int = 200
-) -> UpstreamResponse:
-    return UpstreamResponse(status=status, headers=H(*headers), body=body)
+def response(*headers: tuple[str, str], body: bytes = TEXT, status: int = 200) -> Served:
+    return Served(status=status, headers=H(*headers), body=body)
 
 
 PUBLIC = ("Cache-Control", "public, max-age=600")
@@ -69,7 +67,7 @@ def make_cache(
     )
 
 
-def app_response(request_headers: CIMultiDict[str], *extra: tuple[str, str]) -> UpstreamResponse:
+def app_response(request_headers: CIMultiDict[str], *extra: tuple[str, str]) -> Served:
     """What the seed's app returns: gzip when asked for, else identity."""
     if "gzip" in request_headers.get("Accept-Encoding", ""):
         return response(PUBLIC, ("Content-Encoding", "gzip"), *extra, body=GZ)
@@ -171,11 +169,22 @@ def test_cache_2_range_request_206_never_answers_a_full_request() -> None:
         (H(), response(PUBLIC), "POST"),
         (H(), response(PUBLIC, status=500), "GET"),
     ],
-    ids=["Authorization", "Set-Cookie", "Vary-User-Agent", "Vary-star", "private", "no-store",
-         "no-cache", "max-age-0", "Expires-in-past", "POST", "status-500"],
+    ids=[
+        "Authorization",
+        "Set-Cookie",
+        "Vary-User-Agent",
+        "Vary-star",
+        "private",
+        "no-store",
+        "no-cache",
+        "max-age-0",
+        "Expires-in-past",
+        "POST",
+        "status-500",
+    ],
 )
 def test_cache_2_store_refuses(
-    request_headers: CIMultiDict[str], upstream: UpstreamResponse, method: str
+    request_headers: CIMultiDict[str], upstream: Served, method: str
 ) -> None:
     cache = make_cache()
     assert not cache.store(URL, request_headers, upstream, method=method)
@@ -241,10 +250,18 @@ def test_cache_4_entry_served_until_expiry_then_refetched() -> None:
 
 @pytest.mark.parametrize(
     ("upstream_age", "elapsed", "age", "status"),
-    [(None, 0, 0, CacheStatus.HIT), (None, 30, 30, CacheStatus.HIT),
-     ("10", 5, 15, CacheStatus.HIT), ("10", 50, None, CacheStatus.MISS)],
-    ids=["fresh-hit-age-0", "age-grows-with-clock", "upstream-age-added",
-         "upstream-age-shortens-life"],
+    [
+        (None, 0, 0, CacheStatus.HIT),
+        (None, 30, 30, CacheStatus.HIT),
+        ("10", 5, 15, CacheStatus.HIT),
+        ("10", 50, None, CacheStatus.MISS),
+    ],
+    ids=[
+        "fresh-hit-age-0",
+        "age-grows-with-clock",
+        "upstream-age-added",
+        "upstream-age-shortens-life",
+    ],
 )
 def test_cache_4_age_header_value(
     upstream_age: str | None, elapsed: float, age: int | None, status: CacheStatus
@@ -303,7 +320,7 @@ def test_cache_5_one_large_entry_evicts_several_small_ones() -> None:
     assert cache.stats.bytes <= cache.max_bytes
     assert cache.lookup(URL, PLAIN_CLIENT).status is CacheStatus.HIT
     survivors = [k for k in keys if cache.lookup(k, PLAIN_CLIENT).status is CacheStatus.HIT]
-    assert survivors == keys[len(keys) - len(survivors):]  # the oldest went first
+    assert survivors == keys[len(keys) - len(survivors) :]  # the oldest went first
 
 
 def test_comp_4_attached_variant_is_accounted_and_can_evict() -> None:
@@ -341,19 +358,38 @@ KEYS = [
     ("kwargs", "removed", "left"),
     [
         ({}, 5, []),
-        ({"url": "http://localhost:8080/static/a.css"}, 1,
-         [k for k in KEYS if k != "http://localhost:8080/static/a.css"]),
-        ({"url": "/static/a.css"}, 3,
-         ["http://localhost:8080/static/b.css?v=1", "http://localhost:8080/index.html"]),
+        (
+            {"url": "http://localhost:8080/static/a.css"},
+            1,
+            [k for k in KEYS if k != "http://localhost:8080/static/a.css"],
+        ),
+        (
+            {"url": "/static/a.css"},
+            3,
+            ["http://localhost:8080/static/b.css?v=1", "http://localhost:8080/index.html"],
+        ),
         ({"url": "/static/b.css"}, 0, KEYS),
-        ({"prefix": "http://localhost:8080/static/"}, 2,
-         ["https://localhost:8443/static/a.css", "http://api.localhost:8080/static/a.css",
-          "http://localhost:8080/index.html"]),
+        (
+            {"prefix": "http://localhost:8080/static/"},
+            2,
+            [
+                "https://localhost:8443/static/a.css",
+                "http://api.localhost:8080/static/a.css",
+                "http://localhost:8080/index.html",
+            ],
+        ),
         ({"prefix": "/static/"}, 4, ["http://localhost:8080/index.html"]),
         ({"prefix": "https://"}, 1, [k for k in KEYS if not k.startswith("https")]),
     ],
-    ids=["all", "url-exact", "url-path-any-host", "url-needs-query", "prefix-full-key",
-         "prefix-path-any-host", "prefix-scheme"],
+    ids=[
+        "all",
+        "url-exact",
+        "url-path-any-host",
+        "url-needs-query",
+        "prefix-full-key",
+        "prefix-path-any-host",
+        "prefix-scheme",
+    ],
 )
 def test_cache_purge_by_url_prefix_or_all(
     kwargs: dict[str, str], removed: int, left: list[str]
@@ -400,8 +436,11 @@ def _traced_cache_fill(cache: EdgeCache, total: int, seed: int) -> tuple[int, in
             if n % 3 == 0:
                 headers.append(("Vary", "Accept-Encoding"))
             request = H(("Accept-Encoding", rng.choice(["gzip", "br", ""])))
-            cache.store(f"http://localhost:8080/f/{n}?x={size}", request,
-                        response(*headers, body=rng.randbytes(size)))
+            cache.store(
+                f"http://localhost:8080/f/{n}?x={size}",
+                request,
+                response(*headers, body=rng.randbytes(size)),
+            )
             written += size
             n += 1
             peak = max(peak, cache.stats.bytes)
@@ -428,8 +467,13 @@ def test_cache_5_memory_stays_within_budget_after_20x_overfill() -> None:
 @given(
     ops=st.lists(
         st.one_of(
-            st.tuples(st.just("store"), st.integers(0, 7), st.integers(0, 3000),
-                      st.sampled_from(["", "Accept-Encoding"]), st.sampled_from(["gzip", ""])),
+            st.tuples(
+                st.just("store"),
+                st.integers(0, 7),
+                st.integers(0, 3000),
+                st.sampled_from(["", "Accept-Encoding"]),
+                st.sampled_from(["gzip", ""]),
+            ),
             st.tuples(st.just("lookup"), st.integers(0, 7), st.sampled_from(["gzip", ""])),
             st.tuples(st.just("advance"), st.integers(0, 120)),
             st.tuples(st.just("variant"), st.integers(0, 7), st.integers(0, 2000)),
@@ -445,8 +489,9 @@ def test_cache_5_property_accounting_is_exact_and_bounded(ops: list[tuple[object
         match op:
             case ("store", int(n), int(size), str(vary), str(ae)):
                 headers = [("Cache-Control", "max-age=60")] + ([("Vary", vary)] if vary else [])
-                cache.store(f"{URL}?{n}", H(("Accept-Encoding", ae)),
-                            response(*headers, body=b"x" * size))
+                cache.store(
+                    f"{URL}?{n}", H(("Accept-Encoding", ae)), response(*headers, body=b"x" * size)
+                )
             case ("lookup", int(n), str(ae)):
                 cache.lookup(f"{URL}?{n}", H(("Accept-Encoding", ae)))
             case ("advance", int(seconds)):
@@ -472,9 +517,7 @@ _ENTRY_4K = _entry_bytes(4000)
 class Upstream:
     """A stand-in upstream that counts calls and can hold the first one until released."""
 
-    def __init__(
-        self, make: Callable[[int], UpstreamResponse] | None = None, *, hold_all: int = 0
-    ) -> None:
+    def __init__(self, make: Callable[[int], Served] | None = None, *, hold_all: int = 0) -> None:
         self.calls = 0
         self.started = asyncio.Event()
         self.release = asyncio.Event()
@@ -485,8 +528,8 @@ class Upstream:
         self.make = make or (lambda n: response(PUBLIC, body=b"fresh"))
         self.fail_first: BaseException | None = None
 
-    def miss(self) -> Callable[[], Awaitable[UpstreamResponse]]:
-        async def call() -> UpstreamResponse:
+    def miss(self) -> Callable[[], Awaitable[Served]]:
+        async def call() -> Served:
             self.calls += 1
             n = self.calls
             if n == self.hold_all:
@@ -532,8 +575,17 @@ async def test_cache_5_fifty_concurrent_misses_make_one_upstream_call() -> None:
     assert leader.decision is not None
     assert leader.decision.store
     assert cache.stats.snapshot() | {"bytes": 0} == {
-        "hits": 49, "misses": 1, "stale_variant": 0, "bypass": 0, "stores": 1, "evictions": 0,
-        "expirations": 0, "coalesced": 49, "purges": 0, "bytes": 0, "entries": 1,
+        "hits": 49,
+        "misses": 1,
+        "stale_variant": 0,
+        "bypass": 0,
+        "stores": 1,
+        "evictions": 0,
+        "expirations": 0,
+        "coalesced": 49,
+        "purges": 0,
+        "bytes": 0,
+        "entries": 1,
     }
     assert not cache._inflight
 
@@ -588,8 +640,7 @@ async def test_cache_5_uncacheable_leader_releases_waiters_and_is_remembered() -
     results = await asyncio.gather(*tasks)
     # The private answer is never shared: each waiter got its own upstream response.
     assert upstream.calls == 4
-    assert sorted(r.response.body for r in results) == [b"user 1", b"user 2", b"user 3",
-                                                        b"user 4"]
+    assert sorted(r.response.body for r in results) == [b"user 1", b"user 2", b"user 3", b"user 4"]
     assert results[0].decision is not None
     assert results[0].decision.reason == "not stored: Cache-Control private"
 
@@ -625,7 +676,7 @@ async def test_cache_5_uncacheable_memory_is_per_url_and_cleared_by_a_store() ->
     ids=["Authorization", "POST", "304-to-conditional-request"],
 )
 def test_cache_5_request_made_refusals_are_not_remembered(
-    request_headers: CIMultiDict[str], upstream: UpstreamResponse, method: str
+    request_headers: CIMultiDict[str], upstream: Served, method: str
 ) -> None:
     cache = make_cache()
     assert not cache.store(URL, request_headers, upstream, method=method)
@@ -668,14 +719,14 @@ async def test_cache_5_purge_during_fetch_prevents_storing_the_old_answer() -> N
     assert len(cache) == 0
 
 
-def _returning(resp: UpstreamResponse) -> Callable[[], Awaitable[UpstreamResponse]]:
-    async def call() -> UpstreamResponse:
+def _returning(resp: Served) -> Callable[[], Awaitable[Served]]:
+    async def call() -> Served:
         return resp
 
     return call
 
 
-async def _unreachable() -> UpstreamResponse:
+async def _unreachable() -> Served:
     raise AssertionError("a hit must not go upstream")
 
 

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict
 
 from gfe_proxy import caching, login, wire
-from gfe_proxy.cache import CacheStatus, EdgeCache, UpstreamResponse
+from gfe_proxy.cache import CacheStatus, EdgeCache, Served
 from gfe_proxy.config import Handler
-from gfe_proxy.edge import Edge, Served
+from gfe_proxy.edge import Edge
 from gfe_proxy.headers import SERVER, head_block
 from gfe_proxy.settings import Settings
 
@@ -168,7 +168,7 @@ def test_cache_3_probe_fast_path_agrees_with_case_insensitive_dict_path(
     cache = EdgeCache(1 << 20, max_object_bytes=1 << 20, clock=Clock())
     headers = [PUBLIC] + ([("Vary", vary)] if vary else [])
     for request in (CIMultiDict(), CIMultiDict([("Accept-Encoding", "gzip")])):
-        stored = UpstreamResponse(status=200, headers=CIMultiDict(headers), body=b"x")
+        stored = Served(status=200, headers=CIMultiDict(headers), body=b"x")
         cache.store(URL, request, stored)
     multi = cache.probe(URL, CIMultiDict(pairs), method=method)
     plain = cache.probe(URL, {name.upper(): value for name, value in pairs}, method=method)
