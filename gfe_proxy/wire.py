@@ -17,7 +17,8 @@ from multidict import CIMultiDict
 
 from gfe_proxy.headers import HeadBlock
 
-RAW_MAX_BODY = 64 * 1024  # above this, aiohttp's writer (with drain/flow control) sends it
+RAW_MAX_BODY = 64 * 1024 * 1024  # every complete response (bodies are ≤ 32 MB, RESP-5)
+_JOIN_MAX = 16 * 1024  # up to this, head and body are joined into one buffer
 
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
 _ENCODING = "utf-8"  # as aiohttp encodes header values; surrogateescape keeps raw bytes
@@ -65,11 +66,23 @@ def serialise_head(
 
 
 class RawResponse(web.StreamResponse):
-    """A complete response sent with one ``transport.write`` from ``prepare()``."""
+    """A complete response sent with one write from ``prepare()``: the head and the body in
+    one buffer when small, as one ``writelines`` (writev under uvloop) when large, then the
+    same flow control aiohttp's writer applies (wait while the transport is over its high-water
+    mark), so a slow client never makes the proxy buffer more than one response."""
 
-    def __init__(self, *, status: int, headers: CIMultiDict[str], data: bytes, keep_alive: bool):
+    def __init__(
+        self,
+        *,
+        status: int,
+        headers: CIMultiDict[str],
+        head: bytes,
+        body: bytes,
+        keep_alive: bool,
+    ):
         super().__init__(status=status, _real_headers=headers)
-        self._data = data
+        self._head = head
+        self._raw_body = body
         self._keep_alive = keep_alive
 
     async def prepare(self, request: web.BaseRequest) -> None:
@@ -78,13 +91,25 @@ class RawResponse(web.StreamResponse):
         transport = request.transport
         if transport is None or transport.is_closing():
             raise ConnectionResetError("client went away")
-        transport.write(self._data)
+        body = self._raw_body
+        if len(body) <= _JOIN_MAX:
+            transport.write(self._head + body if body else self._head)
+        else:
+            transport.writelines((self._head, body))
         self._eof_sent = True
-        self._body_length = len(self._data)
+        self._body_length = len(self._head) + len(body)
+        if len(body) > _JOIN_MAX:
+            # aiohttp's StreamWriter.drain: waits only while the protocol is paused for writing.
+            await request._payload_writer.drain()
         return None
 
     async def write_eof(self, data: bytes = b"") -> None:
         return None
+
+    @property
+    def wire_bytes(self) -> bytes:
+        """Everything ``prepare()`` writes: the serialised head and the body."""
+        return self._head + self._raw_body
 
 
 def prebuilt_response(
@@ -125,12 +150,13 @@ def prebuilt_response(
         parts.append(b"Connection: keep-alive\r\n")
     elif not keep_alive and version == (1, 1):
         parts.append(b"Connection: close\r\n")
-    parts += (b"\r\n", body)
+    parts.append(b"\r\n")
     # Only Content-Length in the headers object: it is what the access log reads back.
     return RawResponse(
         status=status,
         headers=CIMultiDict((("Content-Length", length),)),
-        data=b"".join(parts),
+        head=b"".join(parts),
+        body=body,
         keep_alive=keep_alive,
     )
 
@@ -167,9 +193,9 @@ def response(
         )
         if head is not None:
             return RawResponse(
-                status=status, headers=headers, data=head + body, keep_alive=keep_alive
+                status=status, headers=headers, head=head, body=body, keep_alive=keep_alive
             )
-    # Large bodies go through aiohttp's writer, which waits for the socket to drain.
+    # A header that would break the framing: aiohttp refuses it with its own error.
     if not body:
         return web.Response(status=status, reason=reason, headers=headers)
     headers.popall("Content-Length", None)  # aiohttp sets it from the body

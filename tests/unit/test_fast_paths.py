@@ -30,7 +30,7 @@ _VALUES = st.text(st.characters(min_codepoint=32, max_codepoint=0x2FF), max_size
 
 def _raw(resp: web.StreamResponse) -> bytes:
     assert isinstance(resp, wire.RawResponse)
-    return resp._data
+    return resp.wire_bytes
 
 
 @given(
