@@ -26,7 +26,7 @@ from typing import Any
 
 from multidict import CIMultiDict
 
-from gfe_proxy import caching, compression
+from gfe_proxy import compression
 from gfe_proxy.cache import CachedResponse, CacheStatus, EdgeCache, ResponseLike, Served
 from gfe_proxy.settings import Settings
 
@@ -96,11 +96,8 @@ class Edge:
             return body
         if static_etag is not None:
             encoded = await self._static_variant(static_etag, coding, body)
-        elif len(body) > _EXECUTOR_THRESHOLD:
-            loop = asyncio.get_running_loop()
-            encoded = await loop.run_in_executor(None, compression.compress, body, coding)
         else:
-            encoded = compression.compress(body, coding)
+            encoded = await _compress(body, coding, static=False)
         # SPEC COMP-4: Content-Encoding and a weak ETag. No Vary is added here: production's
         # edge keys entries on the app's own Vary (CACHE-3), which this keeps faithful.
         out["Content-Encoding"] = coding
@@ -118,13 +115,7 @@ class Edge:
             self._variants.move_to_end(key)
             self.compression.static_variant_hits += 1
             return found
-        loop = asyncio.get_running_loop()
-        if len(body) > _EXECUTOR_THRESHOLD:
-            encoded = await loop.run_in_executor(
-                None, lambda: compression.compress(body, coding, static=True)
-            )
-        else:
-            encoded = compression.compress(body, coding, static=True)
+        encoded = await _compress(body, coding, static=True)
         if len(encoded) <= STATIC_VARIANTS_BYTES // 8:
             self._variants[key] = encoded
             self._variant_bytes += len(encoded)
@@ -187,8 +178,14 @@ class Edge:
         return data
 
 
-def cache_key(scheme: str, host: str, raw_path_qs: str) -> str:
-    return caching.cache_key(scheme, host, raw_path_qs)
+async def _compress(body: bytes, coding: compression.Encoding, *, static: bool) -> bytes:
+    """``compression.compress``, off the event loop for bodies that would stall it."""
+    if len(body) <= _EXECUTOR_THRESHOLD:
+        return compression.compress(body, coding, static=static)
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(
+        None, lambda: compression.compress(body, coding, static=static)
+    )
 
 
 def _joined(headers: Mapping[str, str], name: str) -> str | None:

@@ -31,9 +31,10 @@ from multidict import CIMultiDict
 
 from gfe_proxy import accesslog, frontdoor, headers, launch, login, routing, tls, wire
 from gfe_proxy.cache import CachedResponse, CacheStatus, Served
+from gfe_proxy.caching import cache_key
 from gfe_proxy.config import AppConfig, DispatchRule
-from gfe_proxy.edge import Edge, cache_key
-from gfe_proxy.errorpages import ErrorPages
+from gfe_proxy.edge import Edge
+from gfe_proxy.errorpages import ErrorPages, gfe_error_page
 from gfe_proxy.errors import (
     DeadlineExceeded,
     GfeError,
@@ -556,8 +557,6 @@ class Proxy:
                 status, path=request.path, timeout=isinstance(error, DeadlineExceeded)
             )
         else:
-            from gfe_proxy.errorpages import gfe_error_page
-
             body, ctype = gfe_error_page(status, path=request.path), "text/html; charset=UTF-8"
         out["Content-Type"] = ctype
         return self._response(request, status, out, body)
