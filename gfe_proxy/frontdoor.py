@@ -1,4 +1,4 @@
-"""The aiohttp glue of the front door: ``/_ah/login``, ``/_ah/logout`` and the secure/login
+"""The I/O glue of the front door: ``/_ah/login``, ``/_ah/logout`` and the secure/login
 checks of a matched handler (SPEC SEC-1, LOGIN-1…LOGIN-4).
 
 Every decision is made in ``login.py``; this module reads the request and turns the decision
@@ -11,12 +11,12 @@ from __future__ import annotations
 from typing import Literal, assert_never
 from urllib.parse import parse_qsl
 
-from aiohttp import web
 from multidict import CIMultiDict
 
-from gfe_proxy import headers, login
+from gfe_proxy import headers, login, wire
 from gfe_proxy.config import Handler
 from gfe_proxy.errors import RequestRejected
+from gfe_proxy.front import Request
 from gfe_proxy.headers import UserInfo
 
 __all__ = ["applies", "check", "login_page", "signed_in_user"]
@@ -28,20 +28,20 @@ _HTML = "text/html; charset=utf-8"
 _PAGE_CSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"
 
 
-def signed_in_user(request: web.BaseRequest) -> UserInfo | None:
+def signed_in_user(request: Request) -> UserInfo | None:
     """SPEC LOGIN-3: the user of the ``dev_appserver_login`` cookie, or None (anonymous)."""
     return login.user_from_cookies(request.headers.getall("Cookie", ()))
 
 
 def _reply(
-    request: web.BaseRequest,
+    request: Request,
     status: int,
     body: str,
     date: str,
     *,
     cache_control: str,
     extra: tuple[tuple[str, str], ...] = (),
-) -> web.Response:
+) -> wire.Reply:
     out: CIMultiDict[str] = CIMultiDict()
     out["Server"] = headers.SERVER
     out["Date"] = date
@@ -49,15 +49,11 @@ def _reply(
     out["Content-Type"] = _HTML
     for name, value in extra:
         out.add(name, value)
-    data = body.encode("utf-8")
-    if request.method == "HEAD":
-        # No body on the wire; Content-Length still says what a GET would get.
-        out["Content-Length"] = str(len(data))
-        return web.Response(status=status, headers=out)
-    return web.Response(status=status, headers=out, body=data)
+    # For HEAD, wire.response sends no body and a Content-Length of what a GET would get.
+    return wire.response(request, status, None, out, body.encode("utf-8"))
 
 
-def applies(request: web.BaseRequest, handler: Handler, scheme: login.Scheme) -> bool:
+def applies(request: Request, handler: Handler, scheme: login.Scheme) -> bool:
     """Whether ``check`` may answer this request (False: it would return None, so the pipeline
     skips it). SEC-1 and LOGIN-1/LOGIN-2 act only on handlers with ``secure``/``login``
     settings that apply to ``scheme``; an origin-form target cannot fail to parse."""
@@ -65,14 +61,14 @@ def applies(request: web.BaseRequest, handler: Handler, scheme: login.Scheme) ->
 
 
 def check(
-    request: web.BaseRequest,
+    request: Request,
     handler: Handler,
     *,
     scheme: login.Scheme,
     user: UserInfo | None,
     other_port: int | None,
     date: str,
-) -> web.Response | None:
+) -> wire.Reply | None:
     """SPEC SEC-1, then LOGIN-1/LOGIN-2, for the matched ``handler``: a redirect or a 401, or
     None when the request may go on. ``other_port`` is the port of the other scheme's listener
     (None: the scheme's default port, as behind a TLS-terminating proxy)."""
@@ -113,18 +109,16 @@ def check(
             assert_never(decision)
 
 
-async def _params(request: web.BaseRequest) -> dict[str, str]:
+async def _params(request: Request) -> dict[str, str]:
     """Query and urlencoded form fields; the first value of a name wins, the form's first."""
     fields: list[tuple[str, str]] = []
     try:
         if request.method == "POST" and request.body_exists:
             if (request.content_length or 0) > MAX_FORM:
                 raise RequestRejected(413, "sign-in form over 64 KB")
-            data = bytearray()
-            async for chunk in request.content.iter_any():
-                data += chunk
-                if len(data) > MAX_FORM:
-                    raise RequestRejected(413, "sign-in form over 64 KB")
+            data = await request.read()
+            if len(data) > MAX_FORM:
+                raise RequestRejected(413, "sign-in form over 64 KB")
             if request.content_type == "application/x-www-form-urlencoded":
                 fields += parse_qsl(
                     data.decode("utf-8", "replace"),
@@ -143,12 +137,12 @@ async def _params(request: web.BaseRequest) -> dict[str, str]:
 
 
 async def login_page(
-    request: web.BaseRequest,
+    request: Request,
     page: Literal["login", "logout"],
     *,
     user: UserInfo | None,
     date: str,
-) -> web.Response:
+) -> wire.Reply:
     """SPEC LOGIN-4: answer ``/_ah/login`` (the form, or sign in/out) or ``/_ah/logout``."""
     action = login.login_action(page, await _params(request), request.host)
     match action:
@@ -175,7 +169,7 @@ async def login_page(
             assert_never(action)
 
 
-def _signed(request: web.BaseRequest, location: str, cookie: str, date: str) -> web.Response:
+def _signed(request: Request, location: str, cookie: str, date: str) -> wire.Reply:
     return _reply(
         request,
         302,

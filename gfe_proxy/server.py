@@ -1,4 +1,4 @@
-"""The aiohttp glue: listeners and the request pipeline. It moves bytes between pure parts.
+"""The I/O glue: listeners and the request pipeline. It moves bytes between pure parts.
 
 Pipeline for one request (each stage is a pure module; this file only wires them):
 
@@ -40,10 +40,10 @@ from gfe_proxy.errors import (
     GfeError,
     NotFound,
     PendingTimeout,
-    RequestRejected,
     ResponseTooLarge,
     StartupError,
 )
+from gfe_proxy.front import FrontServer, Request
 from gfe_proxy.services import select
 from gfe_proxy.settings import Settings
 from gfe_proxy.static import StaticFiles
@@ -53,8 +53,6 @@ log = logging.getLogger("gfe_proxy")
 access_log = logging.getLogger("gfe_proxy.access")
 
 Scheme = Literal["http", "https"]
-# aiohttp's own limits sit above ours so that HDR-3 answers with the GFE page, not aiohttp's.
-_AIOHTTP_LIMITS = {"max_line_size": 65536, "max_field_size": 65536, "max_headers": 256}
 
 
 @dataclass(slots=True)
@@ -143,7 +141,8 @@ class Proxy:
         self.listeners: list[tuple[str, str, int]] = []  # (scheme, host, port)
         self.certificate: tls.Certificate | None = None  # the HTTPS listener's, once started
         self.ready = False
-        self._runners: list[web.BaseRunner] = []
+        self._fronts: list[FrontServer] = []  # the public listeners (front.py)
+        self._runners: list[web.BaseRunner] = []  # the admin listener (aiohttp)
         self._date_second = -1
         self._date = ""
         self._date_lines_for = ""  # the Date value _date_lines was made for
@@ -157,7 +156,7 @@ class Proxy:
 
     async def start(self) -> None:
         """Bind every listener (fail fast on a taken port), start the instances, then serve."""
-        socks: list[tuple[str, socket.socket]] = [
+        socks: list[tuple[Scheme, socket.socket]] = [
             ("http", bind(self.settings.host, self.settings.port))
         ]
         admin_sock = None
@@ -181,13 +180,9 @@ class Proxy:
             await self.stop()
             raise
         for scheme, sock in socks:
-            server = web.Server(self._handler_for(scheme), access_log=None, **_AIOHTTP_LIMITS)  # type: ignore[arg-type]
-            runner = web.ServerRunner(server, handle_signals=False)
-            await runner.setup()
             tls_ctx = ssl_context if scheme == "https" else None
-            site = web.SockSite(runner, sock, ssl_context=tls_ctx)
-            await site.start()
-            self._runners.append(runner)
+            front = await FrontServer.start(self._handler_for(scheme), sock, ssl=tls_ctx)
+            self._fronts.append(front)
             host, port = sock.getsockname()[:2]
             self.listeners.append((scheme, str(host), int(port)))
         if admin_sock is not None:
@@ -212,6 +207,8 @@ class Proxy:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reload_task
             self._reload_task = None
+        await asyncio.gather(*(f.close() for f in self._fronts), return_exceptions=True)
+        self._fronts.clear()
         for runner in reversed(self._runners):
             with contextlib.suppress(Exception):
                 await runner.cleanup()
@@ -230,8 +227,8 @@ class Proxy:
 
     # -- the pipeline -------------------------------------------------------------------
 
-    def _handler_for(self, scheme: Scheme) -> Callable[[web.BaseRequest], object]:
-        async def handler(request: web.BaseRequest) -> web.StreamResponse:
+    def _handler_for(self, scheme: Scheme) -> Callable[[Request], Awaitable[wire.Reply]]:
+        async def handler(request: Request) -> wire.Reply:
             return await self.handle(request, scheme)
 
         return handler
@@ -243,7 +240,7 @@ class Proxy:
             self._date = headers.http_date(now)
         return self._date
 
-    async def handle(self, request: web.BaseRequest, scheme: Scheme) -> web.StreamResponse:
+    async def handle(self, request: Request, scheme: Scheme) -> wire.Reply:
         t0 = self.clock()
         now = self.wall()
         ex = Exchange()
@@ -273,7 +270,7 @@ class Proxy:
         self._access(request, response, ex, t0, now)
         return response
 
-    def _service(self, request: web.BaseRequest, ex: Exchange) -> Service:
+    def _service(self, request: Request, ex: Exchange) -> Service:
         if len(self.services) == 1 and not self.dispatch and "-dot-" not in request.host:
             return next(iter(self.services.values()))
         target = select(request.host, request.path, self.services.keys(), self.dispatch)
@@ -282,13 +279,13 @@ class Proxy:
 
     async def _route(
         self,
-        request: web.BaseRequest,
+        request: Request,
         scheme: Scheme,
         service: Service,
         ex: Exchange,
         t0: float,
         now: float,
-    ) -> web.StreamResponse:
+    ) -> wire.Reply:
         # Decoded like dev_appserver (so /%61dmin cannot dodge an /admin handler), but with
         # %2F kept encoded so the static guard can refuse encoded separators (STATIC-5).
         path = routing.route_path(request.raw_path.partition("?")[0])
@@ -345,12 +342,12 @@ class Proxy:
 
     def _prebuilt_hit(
         self,
-        request: web.BaseRequest,
+        request: Request,
         entry: CachedResponse,
         age: int | None,
         ex: Exchange,
         now: float,
-    ) -> web.StreamResponse | None:
+    ) -> wire.Reply | None:
         """A hit sent from the entry's serialised header lines: the same bytes as
         ``hit_headers`` + ``_finish`` produce, or None where those must run (the entry has
         no block, the client's If-None-Match may turn it into a 304 (CACHE-4), a trace echo
@@ -373,7 +370,7 @@ class Proxy:
 
     async def _static(
         self,
-        request: web.BaseRequest,
+        request: Request,
         service: Service,
         match: routing.RouteMatch,
         ex: Exchange,
@@ -401,7 +398,7 @@ class Proxy:
 
     async def _dynamic(
         self,
-        request: web.BaseRequest,
+        request: Request,
         scheme: Scheme,
         service: Service,
         match: routing.RouteMatch,
@@ -468,14 +465,14 @@ class Proxy:
 
     def _finish(
         self,
-        request: web.BaseRequest,
+        request: Request,
         status: int,
         out: CIMultiDict[str],
         body: bytes,
         ex: Exchange,
         now: float,
         reason: str | None = None,
-    ) -> web.StreamResponse:
+    ) -> wire.Reply:
         """Add what belongs to this one response (RESP-1, CACHE-6) and hand it to aiohttp."""
         out["Server"] = headers.SERVER
         out["Date"] = self.date(now)
@@ -489,20 +486,13 @@ class Proxy:
             out["X-GFE-Cache"] = ex.cache
         return self._response(request, status, out, body, reason=reason)
 
-    async def _read_body(self, request: web.BaseRequest) -> bytes:
-        """The whole request body, 413 past 32 MB even when chunked (SPEC HDR-3)."""
+    async def _read_body(self, request: Request) -> bytes:
+        """The whole request body, 413 past 32 MB even when chunked (SPEC HDR-3, front.py)."""
         if not request.body_exists:
             return b""
-        chunks: list[bytes] = []
-        total = 0
-        async for chunk in request.content.iter_any():
-            total += len(chunk)
-            if total > headers.MAX_REQUEST_BODY:
-                raise RequestRejected(413, "request body over 32 MB")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return await request.read()
 
-    def _other_port(self, request: web.BaseRequest, scheme: Scheme) -> int | None:
+    def _other_port(self, request: Request, scheme: Scheme) -> int | None:
         """SPEC SEC-1: the port a secure: redirect targets; None = the scheme's default."""
         if self.settings.trust_forwarded_proto and "X-Forwarded-Proto" in request.headers:
             return None  # behind a TLS-terminating proxy: its public ports are the defaults
@@ -522,22 +512,22 @@ class Proxy:
 
     def _response(
         self,
-        request: web.BaseRequest,
+        request: Request,
         status: int,
         out: CIMultiDict[str],
         body: bytes,
         *,
         reason: str | None = None,
-    ) -> web.StreamResponse:
+    ) -> wire.Reply:
         return wire.response(request, status, reason, out, body)
 
     def _error_response(
         self,
         error: GfeError,
-        request: web.BaseRequest,
+        request: Request,
         service: Service | None,
         now: float,
-    ) -> web.StreamResponse:
+    ) -> wire.Reply:
         status = error.status
         out: CIMultiDict[str] = CIMultiDict()
         out["Server"] = headers.SERVER
@@ -563,15 +553,15 @@ class Proxy:
 
     def _access(
         self,
-        request: web.BaseRequest,
-        response: web.StreamResponse,
+        request: Request,
+        response: wire.Reply,
         ex: Exchange,
         t0: float,
         now: float,
     ) -> None:
         if not access_log.isEnabledFor(logging.INFO):
             return
-        size = response.content_length or 0
+        size = response.size
         rec = accesslog.AccessRecord(
             time=now,
             method=request.method,

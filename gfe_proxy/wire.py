@@ -1,24 +1,26 @@
-"""Responses written as one prebuilt block of bytes: the lean path past aiohttp's writer.
+"""Responses serialised once into a prebuilt block of bytes (``Reply``) for front.py to write.
 
-aiohttp's ``web.Response`` costs ~17 µs per response before its writer does the same
-serialisation again (benchmarks/results/profile-*.md). Our responses are complete before they
-are sent (RESP-1: App Engine buffers whole responses), so the status line, headers and body can
-be serialised once and handed to the transport in a single write. ``RawResponse`` does that
-inside aiohttp's own request loop (keep-alive, pipelining and errors stay aiohttp's), for
-bodies small enough not to need flow control; larger ones keep ``web.Response``.
+Our responses are complete before they are sent (RESP-1: App Engine buffers whole responses),
+so the status line and headers are serialised once, and a cache hit reuses its entry's
+serialised header lines (``prebuilt_response``), adding only the per-response lines.
 """
 
 from __future__ import annotations
 
+import logging
 from http import HTTPStatus
+from typing import TYPE_CHECKING, NamedTuple
 
-from aiohttp import web
 from multidict import CIMultiDict
 
-from gfe_proxy.headers import HeadBlock
+from gfe_proxy.errorpages import gfe_error_page
+from gfe_proxy.headers import SERVER, HeadBlock
 
-RAW_MAX_BODY = 64 * 1024 * 1024  # every complete response (bodies are ≤ 32 MB, RESP-5)
-_JOIN_MAX = 16 * 1024  # up to this, head and body are joined into one buffer
+if TYPE_CHECKING:
+    from gfe_proxy.front import Request
+
+log = logging.getLogger("gfe_proxy")
+
 
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
 _ENCODING = "utf-8"  # as aiohttp encodes header values; surrogateescape keeps raw bytes
@@ -65,64 +67,27 @@ def serialise_head(
     return head.encode(_ENCODING, "surrogateescape")
 
 
-class RawResponse(web.StreamResponse):
-    """A complete response sent with one write from ``prepare()``: the head and the body in
-    one buffer when small, as one ``writelines`` (writev under uvloop) when large, then the
-    same flow control aiohttp's writer applies (wait while the transport is over its high-water
-    mark), so a slow client never makes the proxy buffer more than one response."""
+class Reply(NamedTuple):
+    """A complete response as the front writes it (front.py): the serialised status line and
+    headers, then the body; ``size`` is the Content-Length the access log reports."""
 
-    def __init__(
-        self,
-        *,
-        status: int,
-        headers: CIMultiDict[str],
-        head: bytes,
-        body: bytes,
-        keep_alive: bool,
-    ):
-        super().__init__(status=status, _real_headers=headers)
-        self._head = head
-        self._raw_body = body
-        self._keep_alive = keep_alive
-
-    async def prepare(self, request: web.BaseRequest) -> None:
-        if self._eof_sent:
-            return None
-        transport = request.transport
-        if transport is None or transport.is_closing():
-            raise ConnectionResetError("client went away")
-        body = self._raw_body
-        if len(body) <= _JOIN_MAX:
-            transport.write(self._head + body if body else self._head)
-        else:
-            transport.writelines((self._head, body))
-        self._eof_sent = True
-        self._body_length = len(self._head) + len(body)
-        if len(body) > _JOIN_MAX:
-            # aiohttp's StreamWriter.drain: waits only while the protocol is paused for writing.
-            await request._payload_writer.drain()
-        return None
-
-    async def write_eof(self, data: bytes = b"") -> None:
-        return None
-
-    @property
-    def wire_bytes(self) -> bytes:
-        """Everything ``prepare()`` writes: the serialised head and the body."""
-        return self._head + self._raw_body
+    status: int
+    head: bytes
+    body: bytes
+    size: int
 
 
 def prebuilt_response(
-    request: web.BaseRequest,
+    request: Request,
     status: int,
     block: HeadBlock,
     body: bytes,
     extra: bytes,
-) -> web.StreamResponse | None:
+) -> Reply | None:
     """The response ``response()`` would build from a stored entry's serialised header lines
     (``block``) plus the per-response lines ``extra`` (appended after them, as ``response()``
-    appends new headers), byte for byte; None where it would not be a ``RawResponse`` (no
-    body allowed, or a body past ``RAW_MAX_BODY``): the caller then uses ``response()``.
+    appends new headers), byte for byte; None where the status allows no body: the caller then
+    uses ``response()``.
 
     Content-Length sits where the entry had it, else last (RESP-5: the body's; for HEAD the
     stored one when the body is empty, as ``response()`` keeps it).
@@ -133,8 +98,6 @@ def prebuilt_response(
         stored = block.content_length
         length = stored if not body and stored is not None else str(len(body))
         body = b""
-    elif len(body) > RAW_MAX_BODY:
-        return None
     else:
         length = str(len(body))
     version = request.version
@@ -151,23 +114,16 @@ def prebuilt_response(
     elif not keep_alive and version == (1, 1):
         parts.append(b"Connection: close\r\n")
     parts.append(b"\r\n")
-    # Only Content-Length in the headers object: it is what the access log reads back.
-    return RawResponse(
-        status=status,
-        headers=CIMultiDict((("Content-Length", length),)),
-        head=b"".join(parts),
-        body=body,
-        keep_alive=keep_alive,
-    )
+    return Reply(status, b"".join(parts), body, int(length) if length.isdigit() else 0)
 
 
 def response(
-    request: web.BaseRequest,
+    request: Request,
     status: int,
     reason: str | None,
     headers: CIMultiDict[str],
     body: bytes,
-) -> web.StreamResponse:
+) -> Reply:
     """The fastest correct response object for a complete response (RESP-1, RESP-5).
 
     Sets Content-Length: the body's, or for HEAD the one given (an instance's HEAD answer
@@ -182,21 +138,37 @@ def response(
         body = b""
     else:
         headers["Content-Length"] = str(len(body))
-    if len(body) <= RAW_MAX_BODY:
-        keep_alive = bool(request.keep_alive)
-        head = serialise_head(
-            (request.version.major, request.version.minor),
-            status,
-            reason,
-            headers,
-            keep_alive=keep_alive,
-        )
-        if head is not None:
-            return RawResponse(
-                status=status, headers=headers, head=head, body=body, keep_alive=keep_alive
+    head = serialise_head(
+        (request.version.major, request.version.minor),
+        status,
+        reason,
+        headers,
+        keep_alive=bool(request.keep_alive),
+    )
+    if head is None:
+        # A header that would break the framing (a CR or LF in it): never sent, 500 instead.
+        return _framing_error(request)
+    length = headers.get("Content-Length", "")
+    return Reply(status, head, body, int(length) if length.isdigit() else 0)
+
+
+def _framing_error(request: Request) -> Reply:
+    log.error(
+        "%s %s: a response header held a CR or LF; answered 500", request.method, request.path
+    )
+    page = gfe_error_page(500)
+    head = serialise_head(
+        (request.version.major, request.version.minor),
+        500,
+        None,
+        CIMultiDict(
+            (
+                ("Content-Type", "text/html; charset=UTF-8"),
+                ("Server", SERVER),
+                ("Content-Length", str(len(page))),
             )
-    # A header that would break the framing: aiohttp refuses it with its own error.
-    if not body:
-        return web.Response(status=status, reason=reason, headers=headers)
-    headers.popall("Content-Length", None)  # aiohttp sets it from the body
-    return web.Response(status=status, reason=reason, headers=headers, body=body)
+        ),
+        keep_alive=bool(request.keep_alive),
+    )
+    assert head is not None
+    return Reply(500, head, page, len(page))
