@@ -56,9 +56,9 @@ _ERRORS = "surrogateescape"
 # field limits did; HDR-3's 8 KB per field is the pipeline's check, with the app's error page.
 MAX_HEAD = 64 * 1024
 MAX_FIELDS = 256
-# Bytes of a head still unfinished across reads before it is refused: only stops httptools from
-# buffering an endless header line (the exact measure is MAX_HEAD, taken per field).
-_HEAD_GUARD = 1024 * 1024
+# Raw bytes of a head still unfinished before it is refused (the exact measure, MAX_HEAD, is
+# taken per field as fields end; this stops httptools buffering an endless header line).
+_HEAD_GUARD = MAX_HEAD + 2048  # room for the ": " and CRLFs of MAX_FIELDS fields
 _JOIN_BODY_BELOW = 16 * 1024  # head and body in one buffer up to this, else writelines
 _QUEUE_HIGH = 16  # pipelined requests waiting before reading pauses
 _LINGER = 10.0  # seconds a closing connection keeps reading the rest of an unwanted body
@@ -157,7 +157,8 @@ class Request:
     def keep_alive(self) -> bool:
         """Whether the connection stays open after this response: not when the client asked
         to close, and not when the body has not all arrived (it would have to be read first)."""
-        return self._keep_alive and self._complete
+        conn = self._conn
+        return self._keep_alive and self._complete and (conn is None or not conn._server.closing)
 
     async def read(self) -> bytes:
         """The whole body (SPEC HDR-3: 413 past 32 MiB, also for chunked bodies)."""
@@ -180,8 +181,13 @@ class Request:
             return
         self._size += len(chunk)
         if self._size > hdr.MAX_REQUEST_BODY:
+            # Answer now, not after the rest of the body: the reader wakes with the 413 and the
+            # connection closes after it (keep_alive is False while the body is unfinished).
             self._chunks = []
             self._error = RequestRejected(413, "request body over 32 MB")
+            waiter = self._waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
         else:
             self._chunks.append(chunk)
 
@@ -212,6 +218,8 @@ class _Connection(asyncio.Protocol):
         self._head_size = 0
         self._in_head = False
         self._head_reads = 0  # bytes read while the current head is unfinished
+        self._began_here = False  # a head began in the read being parsed
+        self._completed_here = False  # a request ended in the read being parsed
         self._reading: Request | None = None  # the request whose body is arriving
         self._queue: deque[Request | int] = deque()  # requests, or a status to refuse with
         self._task: asyncio.Task[None] | None = None
@@ -248,6 +256,7 @@ class _Connection(asyncio.Protocol):
         if self._no_more:
             return  # after an upgrade, a refusal or the answer: the rest is dropped
         self.last_active = self._loop.time()
+        self._began_here = self._completed_here = False
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -261,7 +270,12 @@ class _Connection(asyncio.Protocol):
             self._refuse(400)
             return
         if self._in_head:
-            self._head_reads += len(data)
+            # A head still unfinished: refuse it once it is too long, without waiting for its end.
+            # The whole read belongs to it unless an earlier request ended in the same read.
+            if self._began_here and self._completed_here:
+                self._head_reads = self._head_size
+            else:
+                self._head_reads += len(data)
             if self._head_reads > _HEAD_GUARD:
                 self._refuse(400)
 
@@ -289,6 +303,7 @@ class _Connection(asyncio.Protocol):
         self._head_size = 0
         self._in_head = True
         self._head_reads = 0
+        self._began_here = True
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -323,7 +338,7 @@ class _Connection(asyncio.Protocol):
             fields,
             remote=self._remote,
             local=self._local,
-            keep_alive=parser.should_keep_alive(),
+            keep_alive=parser.should_keep_alive() and not parser.should_upgrade(),
         )
         request._complete = False
         request._conn = self
@@ -337,6 +352,7 @@ class _Connection(asyncio.Protocol):
             self._reading._feed(body)
 
     def on_message_complete(self) -> None:
+        self._completed_here = True
         request = self._reading
         if request is not None:
             self._reading = None
@@ -389,6 +405,7 @@ class _Connection(asyncio.Protocol):
                 except Exception:
                     log.exception("internal error serving %s %s", item.method, item.raw_path)
                     self._write(_refusal(500))
+                    keep_alive = False
                     break
                 keep_alive = item.keep_alive and not self._server.closing
                 self._write(reply)
@@ -477,6 +494,7 @@ class FrontServer:
         self.closing = False
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.TimerHandle | None = None
+        self._sockname = ("", 0)
 
     @classmethod
     async def start(
@@ -491,14 +509,15 @@ class FrontServer:
         self._server = await self.loop.create_server(
             lambda: _Connection(self), sock=sock, ssl=ssl, backlog=1024
         )
+        name = sock.getsockname()
+        self._sockname = (str(name[0]), int(name[1]))
         self._schedule_sweep()
         return self
 
     @property
     def sockname(self) -> tuple[str, int]:
-        assert self._server is not None
-        name = self._server.sockets[0].getsockname()
-        return str(name[0]), int(name[1])
+        """The listening address (also after ``close()``)."""
+        return self._sockname
 
     @property
     def connections(self) -> int:
