@@ -47,22 +47,21 @@ def serialise_head(
     keep_alive: bool,
 ) -> bytes | None:
     """The response head as bytes, or None when a header would break the framing (a CR or
-    LF inside a name or value): the caller then lets aiohttp refuse it."""
-    lines = [f"HTTP/{version[0]}.{version[1]} {status} {reason or _REASONS.get(status, '')}\r\n"]
-    lines += [f"{name}: {value}\r\n" for name, value in headers.items()]
-    count = len(headers)
+    LF inside a name or value): the caller then answers 500 instead (``response``)."""
+    status_line = f"HTTP/{version[0]}.{version[1]} {status} {reason or _REASONS.get(status, '')}"
+    # One C-level join per field ("name: value") and one for the lines.
+    lines = [status_line, *map(": ".join, headers.items())]
     if "Connection" not in headers:
         # aiohttp's rule (web_response._prepare_headers): say what differs from the default.
         if keep_alive and version == (1, 0):
-            lines.append("Connection: keep-alive\r\n")
-            count += 1
+            lines.append("Connection: keep-alive")
         elif not keep_alive and version == (1, 1):
-            lines.append("Connection: close\r\n")
-            count += 1
-    lines.append("\r\n")
-    head = "".join(lines)
-    # count + 2 line ends (status line, blank line): any other CR or LF is an injection.
-    if head.count("\n") != count + 2 or head.count("\r") != count + 2:
+            lines.append("Connection: close")
+    lines += ("", "")
+    head = "\r\n".join(lines)
+    # One line end per line plus the blank line: any other CR or LF is an injection.
+    ends = len(lines) - 1
+    if head.count("\n") != ends or head.count("\r") != ends:
         return None
     return head.encode(_ENCODING, "surrogateescape")
 
