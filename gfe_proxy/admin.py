@@ -41,9 +41,7 @@ def status(
         "version": __version__,
         "time": round(now, 3),
         "uptime_s": round(now - started, 1) if started is not None else None,
-        "listeners": [
-            {"scheme": scheme, "host": host, "port": port} for scheme, host, port in proxy.listeners
-        ],
+        "listeners": proxy.listener_stats(),
         "services": [s.runtime.status() for s in proxy.services.values()],
         "cache": dict(proxy.cache_stats()),
     }
@@ -85,6 +83,25 @@ def metrics_text(data: dict[str, Any]) -> str:
     services = data["services"]
     out: list[str] = []
     out += _family("gfe_ready", "gauge", "1 once every listener is up.", [({}, int(data["ready"]))])
+    fronts = [li for li in data.get("listeners", []) if li.get("connections") is not None]
+    out += _family(
+        "gfe_client_connections",
+        "gauge",
+        "Open client connections per public listener.",
+        [({"scheme": li["scheme"], "port": li["port"]}, li["connections"]) for li in fronts],
+    )
+    out += _family(
+        "gfe_client_requests_total",
+        "counter",
+        "Requests answered per public listener (hits, static files, instances, errors).",
+        [({"scheme": li["scheme"], "port": li["port"]}, li["requests"]) for li in fronts],
+    )
+    out += _family(
+        "gfe_client_refused_total",
+        "counter",
+        "Malformed or oversized requests refused with 400 before the pipeline.",
+        [({"scheme": li["scheme"], "port": li["port"]}, li["refused"]) for li in fronts],
+    )
     states = ("starting", "ready", "draining")
     out += _family(
         "gfe_instances",

@@ -398,6 +398,7 @@ class _Connection(asyncio.Protocol):
                     if self._transport is not None and not self._no_more:
                         self._transport.resume_reading()
                 if isinstance(item, int):
+                    self._server.refused += 1
                     self._write(_refusal(item))
                     break
                 try:
@@ -408,6 +409,7 @@ class _Connection(asyncio.Protocol):
                     keep_alive = False
                     break
                 keep_alive = item.keep_alive and not self._server.closing
+                self._server.requests += 1
                 self._write(reply)
                 transport = self._transport
                 if transport is None or transport.is_closing():
@@ -491,6 +493,8 @@ class FrontServer:
         self.idle_timeout = idle_timeout
         self.loop = asyncio.get_running_loop()
         self.conns: set[_Connection] = set()
+        self.requests = 0  # answered by the handler (the status page's per-listener count)
+        self.refused = 0  # malformed or oversized requests answered here with 400
         self.closing = False
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.TimerHandle | None = None

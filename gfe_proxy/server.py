@@ -217,6 +217,25 @@ class Proxy:
             *(s.runtime.close() for s in self.services.values()), return_exceptions=True
         )
 
+    def listener_stats(self) -> list[dict[str, Any]]:
+        """Each listener with its open client connections and answered requests (the admin
+        listener's are aiohttp's, not counted: None)."""
+        fronts = {front.sockname[1]: front for front in self._fronts}
+        out: list[dict[str, Any]] = []
+        for scheme, host, port in self.listeners:
+            front = fronts.get(port) if scheme != "admin" else None
+            out.append(
+                {
+                    "scheme": scheme,
+                    "host": host,
+                    "port": port,
+                    "connections": front.connections if front else None,
+                    "requests": front.requests if front else None,
+                    "refused": front.refused if front else None,
+                }
+            )
+        return out
+
     def cache_stats(self) -> dict[str, Any]:
         """Edge cache and compression counters for /api/status and /metrics (CACHE-*, COMP-*)."""
         return self.edge.stats()

@@ -456,3 +456,30 @@ def test_err_2_app_made_404_is_not_replaced(custom_errors: RunningProxy) -> None
     assert r.status == 404
     assert r.body == b"the app's own 404"
     assert custom_errors.get("/static/here.txt").body == b"present\n"
+
+
+def test_admin_counts_requests_refusals_and_connections_per_listener(
+    proxy_factory,  # type: ignore[no-untyped-def]
+) -> None:
+    p: RunningProxy = proxy_factory(str(APPS / "errors"))
+
+    def http_listener() -> dict[str, object]:
+        (found,) = [li for li in p.admin("/api/status").json()["listeners"] if li["port"] == p.port]
+        return found  # type: ignore[no-any-return]
+
+    before = http_listener()
+    assert before["scheme"] == "http"
+    for path in ("/static/here.txt", "/static/missing.txt", "/static/here.txt"):
+        p.get(path)
+    assert raw_exchange(p.port, b"NOT HTTP AT ALL\r\n\r\n").startswith(b"HTTP/1.1 400")
+    with socket.create_connection(("127.0.0.1", p.port)) as idle:
+        idle.sendall(b"GET /static/here.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert idle.recv(65536).startswith(b"HTTP/1.1 200")  # answered and kept open
+        after = http_listener()
+        assert after["requests"] == before["requests"] + 4  # type: ignore[operator]
+        assert after["refused"] == before["refused"] + 1  # type: ignore[operator]
+        assert after["connections"] >= 1  # type: ignore[operator]
+    metrics = p.admin("/metrics").body.decode()
+    line = f'gfe_client_requests_total{{scheme="http",port="{p.port}"}} {after["requests"]}'
+    assert line in metrics
+    assert f'gfe_client_refused_total{{scheme="http",port="{p.port}"}} 1' in metrics
