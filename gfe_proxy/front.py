@@ -372,12 +372,14 @@ class _Connection(asyncio.Protocol):
 
     def _refuse(self, status: int) -> None:
         """Answer ``status`` after whatever is queued, then close (a broken request stream
-        cannot be resynchronised)."""
-        if self._reading is not None:
-            self._reading._finish(RequestRejected(status, "malformed request"))
-            self._reading = None
+        cannot be resynchronised). A request already handed to the pipeline whose body broke
+        (a malformed chunk) gets that answer from its own handler, whose ``read`` fails."""
         self._refused = True
         self._stop_reading()
+        if self._reading is not None:
+            self._reading._finish(RequestRejected(status, "malformed request body"))
+            self._reading = None
+            return
         self._enqueue(status)
 
     def _stop_reading(self) -> None:

@@ -955,3 +955,14 @@ def test_front_works_under_uvloop(uvloop_runner: asyncio.Runner, name: str) -> N
 
 def test_tls_works_under_uvloop(uvloop_runner: asyncio.Runner, tls_context: ssl.SSLContext) -> None:
     uvloop_runner.run(test_tls_listener_serves_https(tls_context))
+
+
+async def test_malformed_chunk_in_a_handled_request_gets_one_400_then_close() -> None:
+    async with serving(echo_body) as front:
+        reader, writer = await front.connect()
+        writer.write(request_bytes("POST", "/", "Transfer-Encoding: chunked") + b"5\r\nhel")
+        writer.write(b"lo\r\nZZZ-not-a-chunk-size\r\n\r\n")
+        answer = await read_answer(reader)
+        assert answer.status == 400
+        await assert_closed(reader)  # nothing after the one answer: no second 400
+        assert len(front.calls) == 1
