@@ -462,10 +462,6 @@ class _Connection(asyncio.Protocol):
         if self._transport is not None:
             self._transport.abort()
 
-    @property
-    def busy(self) -> bool:
-        return self._task is not None
-
 
 def _is_tls(transport: asyncio.Transport) -> bool:
     return transport.get_extra_info("sslcontext") is not None
