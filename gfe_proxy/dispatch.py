@@ -21,12 +21,11 @@ from typing import TYPE_CHECKING, NamedTuple
 from gfe_proxy.config import ManualScaling
 from gfe_proxy.errors import DeadlineExceeded, GfeError, InstanceUnavailable, UpstreamError
 from gfe_proxy.pool import State
-from gfe_proxy.upstream import UpstreamResponse
+from gfe_proxy.upstream import IDEMPOTENT, UpstreamResponse
 
 if TYPE_CHECKING:
     from gfe_proxy.supervisor import Instance, ServiceRuntime
 
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 # *(decision)* SIGTERM-to-SIGKILL grace of an instance recycled after a deadline: it is still
 # running the hung request, which was already answered with 500; nothing is worth waiting for.
 HUNG_GRACE = 1.0  # seconds

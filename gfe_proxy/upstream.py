@@ -34,7 +34,10 @@ from gfe_proxy.errors import (
     UpstreamError,
 )
 
-__all__ = ["UpstreamClient", "UpstreamResponse"]
+__all__ = ["IDEMPOTENT", "UpstreamClient", "UpstreamResponse"]
+
+# RFC 9110 §9.2.2: what may be sent twice. SPEC INST-3 retries only these.
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
 # Header bytes are converted with aiohttp's own codec (its server decodes request headers and
 # its client decodes response headers as UTF-8 with surrogateescape, and its writer encodes
@@ -118,6 +121,7 @@ class _Connection(asyncio.Protocol):
         "_timer",
         "_waiter",
         "closed",
+        "idle_since",
         "transport",
     )
 
@@ -148,6 +152,7 @@ class _Connection(asyncio.Protocol):
         self._content_length: bytes | None = None
         self._chunked = False
         self._close_token = False
+        self.idle_since = 0.0  # loop time it went back to the pool
 
     # -- driving -------------------------------------------------------------------------------
 
@@ -409,10 +414,15 @@ class UpstreamClient:
         max_body: int = 32 * 1024 * 1024,  # bytes; SPEC RESP-5
         max_header_bytes: int = 8192,  # bytes; SPEC RESP-5
         connect_timeout: float = 5.0,  # seconds
+        max_idle_age: float = 1.0,  # seconds
     ) -> None:
         self.host = host
         self.port = port
         self.max_idle = max_idle
+        # A pooled connection idle longer than this is closed, not reused: below the instances'
+        # keep-alive timers (gunicorn 2 s by default, uvicorn 5 s), so a reused connection is
+        # never one the instance is closing, and a failure on it means the instance failed.
+        self.max_idle_age = max_idle_age
         self.max_body = max_body
         self.max_header_bytes = max_header_bytes
         self.connect_timeout = connect_timeout
@@ -463,10 +473,11 @@ class UpstreamClient:
             try:
                 return await waiter
             except UpstreamError as exc:
-                if not exc.sent_nothing:
+                if not exc.sent_nothing or method not in IDEMPOTENT:
                     raise
                 # SPEC INST-3: a pooled connection that fails before any response byte was
-                # closed by the instance while idle; it never read the request, so retry once.
+                # most likely closed by the instance just as we wrote; retried once on a new
+                # connection, for idempotent methods only: the instance may have read it.
             except BaseException:
                 conn.abandon(waiter)
                 raise
@@ -483,8 +494,16 @@ class UpstreamClient:
         while idle:
             conn = idle.pop()
             transport = conn.transport
-            if transport is not None and not transport.is_closing():
-                return conn
+            if transport is None or transport.is_closing():
+                continue
+            if conn._loop.time() - conn.idle_since > self.max_idle_age:
+                # LIFO: every connection below it is older still.
+                stale = [conn, *idle]
+                idle.clear()
+                for old in stale:
+                    old.abort()
+                return None
+            return conn
         return None
 
     async def _connect(self, deadline: float | None) -> _Connection:
@@ -523,6 +542,7 @@ class UpstreamClient:
         ):
             conn.abort()
             return False
+        conn.idle_since = conn._loop.time()
         self._idle.append(conn)
         return True
 

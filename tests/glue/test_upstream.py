@@ -538,24 +538,53 @@ async def test_inst_3_connect_refused_is_sent_nothing() -> None:
             assert caught.value.sent_nothing is True
 
 
-@pytest.mark.parametrize(
-    ("method", "body"), [("GET", b""), ("POST", b"form=1")], ids=["get", "post"]
-)
-async def test_inst_3_stale_pooled_connection_is_retried_once(method: str, body: bytes) -> None:
-    async def first_goes_stale(conn: RawConn) -> None:
-        if conn.index == 1:
-            await conn.read_request()
-            await conn.send(OK)
-            await conn.read_request()  # closed "while idle": read, never answered
-            return
-        await keep_answering(conn)
+async def _first_goes_stale(conn: RawConn) -> None:
+    if conn.index == 1:
+        await conn.read_request()
+        await conn.send(OK)
+        await conn.read_request()  # closed "while idle": read, never answered
+        return
+    await keep_answering(conn)
 
-    async with RawBackend(first_goes_stale) as backend, upstream(backend.port) as client:
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+async def test_inst_3_stale_pooled_connection_is_retried_once_when_idempotent(method: str) -> None:
+    async with RawBackend(_first_goes_stale) as backend, upstream(backend.port) as client:
         assert (await get(client)).body == b"ok"
+        body = b"x" if method == "PUT" else b""
         response = await client.request(method, "/", [("Host", "x")], body, timeout=30)
         assert response.body == b"ok"
         assert backend.connections == 2
         assert backend.requests[1] == backend.requests[2]  # the same request, resent whole
+
+
+@pytest.mark.parametrize("method", ["POST", "PATCH"])
+async def test_inst_3_stale_pooled_connection_never_resends_a_non_idempotent_request(
+    method: str,
+) -> None:
+    # The instance read it: it may have acted on it, so it is not sent again (SPEC INST-3).
+    async with RawBackend(_first_goes_stale) as backend, upstream(backend.port) as client:
+        assert (await get(client)).body == b"ok"
+        with pytest.raises(UpstreamError) as caught:
+            await client.request(method, "/", [("Host", "x")], b"form=1", timeout=30)
+        assert caught.value.sent_nothing is True
+        assert backend.connections == 1
+        assert len(backend.requests) == 2
+
+
+async def test_inst_3_connection_idle_past_max_idle_age_is_not_reused() -> None:
+    async with (
+        RawBackend(keep_answering) as backend,
+        upstream(backend.port, max_idle_age=0.0) as client,
+    ):
+        assert (await get(client)).keep_alive is True
+        assert client.idle_count == 1
+        assert (await get(client)).body == b"ok"
+        assert backend.connections == 2  # the pooled one was too old: closed, a new one opened
+    async with RawBackend(keep_answering) as backend, upstream(backend.port) as client:
+        await get(client)
+        await get(client)
+        assert backend.connections == 1  # within the default second: reused
 
 
 async def test_inst_3_pooled_connection_closed_while_idle_is_not_used() -> None:
@@ -762,7 +791,8 @@ async def _scenario_head_and_until_close() -> None:
 
 
 async def _scenario_stale_retry() -> None:
-    await test_inst_3_stale_pooled_connection_is_retried_once("POST", b"x")
+    await test_inst_3_stale_pooled_connection_is_retried_once_when_idempotent("GET")
+    await test_inst_3_stale_pooled_connection_never_resends_a_non_idempotent_request("POST")
 
 
 async def _scenario_deadline() -> None:
