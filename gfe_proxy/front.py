@@ -229,6 +229,7 @@ class _Connection(asyncio.Protocol):
         self._lingering = False  # the answer is out; reading only to discard
         self._refused = False  # a broken request: the client may still be sending
         self.last_active = server.loop.time()
+        self._tls = False
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
@@ -240,6 +241,7 @@ class _Connection(asyncio.Protocol):
         if local:
             host = str(local[0])
             self._local = f"[{host}]:{local[1]}" if ":" in host else f"{host}:{local[1]}"
+        self._tls = _is_tls(transport)
         self._server.conns.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -285,7 +287,8 @@ class _Connection(asyncio.Protocol):
         self._no_more = True
         if self._task is None and self._transport is not None:
             self._transport.close()
-        return True  # keep the transport to answer what is queued (half-close)
+        # Keep the transport to answer what is queued (half-close); TLS cannot half-close.
+        return None if self._tls else True
 
     def pause_writing(self) -> None:
         if self._drain is None or self._drain.done():
@@ -442,7 +445,7 @@ class _Connection(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return
         unfinished = self._reading is not None or self._in_head or self._refused
-        if not unfinished or _is_tls(transport):
+        if not unfinished or self._tls:
             transport.close()
             return
         self._lingering = True

@@ -966,3 +966,26 @@ async def test_malformed_chunk_in_a_handled_request_gets_one_400_then_close() ->
         assert answer.status == 400
         await assert_closed(reader)  # nothing after the one answer: no second 400
         assert len(front.calls) == 1
+
+
+async def _tls_client_closes_after_its_answer(tls_context: ssl.SSLContext) -> None:
+    client = ssl.create_default_context()
+    client.check_hostname = False
+    client.verify_mode = ssl.CERT_NONE
+    async with serving(hello, ssl=tls_context) as front:
+        reader, writer = await within(asyncio.open_connection(HOST, front.port, ssl=client))
+        writer.write(request_bytes("GET", "/tls"))
+        assert (await read_answer(reader)).body == b"/tls"
+        writer.close()  # close_notify: the server sees the end of the stream ...
+        await within(writer.wait_closed())  # ... and answers with its own once it has
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_tls_client_closing_logs_no_half_close_warning(
+    loop: str, tls_context: ssl.SSLContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A TLS stream cannot be half-closed; asking for it made asyncio log a warning per client.
+    factory = uvloop.new_event_loop if loop == "uvloop" else asyncio.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(_tls_client_closes_after_its_answer(tls_context))
+    assert not [r for r in caplog.records if "eof_received" in r.getMessage()]
