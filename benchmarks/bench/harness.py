@@ -261,6 +261,14 @@ def sys_naive(running: Running, run: Path) -> None:
     wait_http(running, running.port)
 
 
+def sys_floor(running: Running, run: Path) -> None:
+    backend = start_backend(running, run)
+    running.port = free_port()
+    script = SYSTEMS_DIR / "floor_proxy.py"
+    running.spawn("floor", [sys.executable, str(script), str(running.port), str(backend)], run)
+    wait_http(running, running.port)
+
+
 def sys_ceiling(running: Running, run: Path) -> None:
     running.port = free_port()
     script = SYSTEMS_DIR / "aiohttp_constant.py"
@@ -321,6 +329,8 @@ SYSTEMS: tuple[System, ...] = (
     System("nginx-cache", "nginx proxy_cache", sys_nginx_cache, _HITS, "nginx"),
     System("varnish", "Varnish 7", sys_varnish, (*_PASS, "text100k-gzip", *_HITS), "varnishd"),
     System("aiohttp-naive", "aiohttp naive proxy (ClientSession)", sys_naive, _PASS),
+    System("floor", "gfe_proxy's front + upstream client, no rules (its design's floor)",
+           sys_floor, _PASS),
     System(CEILING, "aiohttp constant (ceiling)", sys_ceiling,
            tuple(s.key for s in SCENARIOS if s.key != "routing")),
     System("gfe", "gfe_proxy", lambda r, d: start_gfe(r, d, "app.yaml"),

@@ -216,11 +216,20 @@ def pass_through_bound(cells: Cells) -> str:
             parts.append(f"{backend['rps'] / b['rps']:.2f}× {base}")
     if not parts:
         return ""
-    return (
+    text = (
         "Bound: a pass-through request is also served by the backend, on the same two cores. "
         f"The backend alone, small c=16, reached {' and '.join(parts)} in this run: a "
         "pass-through ratio above that is out of reach for any front here."
     )
+    floor = cells.get(("floor", "small-c16"))
+    naive = cells.get(("aiohttp-naive", "small-c16"))
+    if floor is not None and usable(floor) and naive is not None and usable(naive):
+        text += (
+            f" gfe_proxy's own front and upstream client with no App Engine rules (`floor`) "
+            f"reached {floor['rps'] / naive['rps']:.2f}× aiohttp-naive: the most this design "
+            "can pass before it does any of its work."
+        )
+    return text
 
 
 # --- Markdown and JSON -----------------------------------------------------------------------
