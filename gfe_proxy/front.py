@@ -245,7 +245,7 @@ class _Connection(asyncio.Protocol):
         self._server.conns.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._server.conns.discard(self)
+        self._server._gone(self)
         self._no_more = True
         if self._reading is not None and not self._reading._complete:
             self._reading._finish(RequestRejected(400, "client closed the connection mid-body"))
@@ -461,9 +461,15 @@ class _Connection(asyncio.Protocol):
         if idle and self._transport is not None and now - self.last_active >= idle_timeout:
             self._transport.close()
 
-    def abort(self) -> None:
+    def abort(self) -> asyncio.Task[None] | None:
+        """Drop the connection now; returns its handler task, if one is still running."""
         if self._transport is not None:
             self._transport.abort()
+        return self._task
+
+    def __repr__(self) -> str:
+        state = "lingering" if self._lingering else "busy" if self._task else "idle"
+        return f"<_Connection {self._remote} {state} queued={len(self._queue)}>"
 
 
 def _is_tls(transport: asyncio.Transport) -> bool:
@@ -499,6 +505,7 @@ class FrontServer:
         self.closing = False
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.TimerHandle | None = None
+        self._drained: asyncio.Event | None = None  # set when the last connection is gone
         self._sockname = ("", 0)
 
     @classmethod
@@ -541,21 +548,37 @@ class FrontServer:
 
     async def close(self, grace: float = 10.0) -> None:
         """Stop listening, close idle connections, let in-flight requests finish (up to
-        ``grace`` seconds), then abort what is left."""
+        ``grace`` seconds), then abort what is left and cancel and await its handlers."""
         self.closing = True
         if self._sweeper is not None:
             self._sweeper.cancel()
         if self._server is not None:
             self._server.close()
-        deadline = self.loop.time() + grace
-        while self.conns and self.loop.time() < deadline:
-            for conn in list(self.conns):
-                conn.close_if_idle(self.loop.time(), 0.0)
-            if not self.conns:
-                break
-            await asyncio.sleep(0.05)  # polling the connections' own progress; bounded by grace
         for conn in list(self.conns):
-            conn.abort()
+            conn.close_if_idle(self.loop.time(), 0.0)
+        if self.conns:
+            # Busy connections close after their answer (keep-alive ends while closing);
+            # the last one to go sets the event (connection_lost).
+            self._drained = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), grace)
+        tasks = [task for conn in list(self.conns) if (task := conn.abort()) is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
+
+    def _gone(self, conn: _Connection) -> None:
+        self.conns.discard(conn)
+        if not self.conns and self._drained is not None:
+            self._drained.set()
+
+    def __repr__(self) -> str:
+        host, port = self._sockname
+        return (
+            f"<FrontServer {host}:{port} connections={len(self.conns)}"
+            f" requests={self.requests} refused={self.refused}"
+            f"{' closing' if self.closing else ''}>"
+        )

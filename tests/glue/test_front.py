@@ -838,12 +838,16 @@ async def test_close_lets_an_in_flight_request_finish_then_closes_its_connection
         assert front.server.connections == 0
 
 
-async def test_close_aborts_a_request_still_running_after_the_grace() -> None:
-    entered = asyncio.Event()
+async def test_close_aborts_a_request_still_running_after_the_grace_and_cancels_it() -> None:
+    entered, cancelled = asyncio.Event(), asyncio.Event()
 
     async def handler(request: Request) -> Reply:
         entered.set()
-        await asyncio.Event().wait()  # never answers
+        try:
+            await asyncio.Event().wait()  # never answers
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
         raise AssertionError("unreachable")
 
     async with serving(handler) as front:
@@ -851,6 +855,7 @@ async def test_close_aborts_a_request_still_running_after_the_grace() -> None:
         writer.write(request_bytes("GET", "/stuck"))
         await within(entered.wait())
         await within(front.close(grace=0.1))
+        assert cancelled.is_set()  # close() owns the handler: cancelled and awaited, not left
         await assert_closed(reader)
         assert front.server.connections == 0
 
