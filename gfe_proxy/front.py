@@ -34,7 +34,6 @@ import ssl as ssl_module
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from http import HTTPStatus
 from typing import NamedTuple, cast
 from urllib.parse import unquote
 
@@ -42,9 +41,8 @@ import httptools
 from multidict import CIMultiDict
 
 from gfe_proxy import headers as hdr
-from gfe_proxy.errorpages import gfe_error_page
 from gfe_proxy.errors import RequestRejected
-from gfe_proxy.wire import Reply
+from gfe_proxy.wire import Reply, error_reply
 
 __all__ = ["FrontServer", "Handler", "HttpVersion", "Request"]
 
@@ -478,18 +476,7 @@ def _is_tls(transport: asyncio.Transport) -> bool:
 
 def _refusal(status: int) -> Reply:
     """The GFE page for a request refused before it reached the pipeline (ERR-1)."""
-    body = gfe_error_page(status)
-    date = hdr.http_date(time.time())
-    head = (
-        f"HTTP/1.1 {status} {_reason(status)}\r\nContent-Type: text/html; charset=UTF-8\r\n"
-        f"Server: {hdr.SERVER}\r\nDate: {date}\r\nContent-Length: {len(body)}\r\n"
-        "Connection: close\r\n\r\n"
-    ).encode()
-    return Reply(status, head, body, len(body))
-
-
-def _reason(status: int) -> str:
-    return HTTPStatus(status).phrase
+    return error_reply(status, keep_alive=False, date=hdr.http_date(time.time()))
 
 
 class FrontServer:

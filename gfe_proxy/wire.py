@@ -155,19 +155,26 @@ def _framing_error(request: Request) -> Reply:
     log.error(
         "%s %s: a response header held a CR or LF; answered 500", request.method, request.path
     )
-    page = gfe_error_page(500)
-    head = serialise_head(
-        (request.version.major, request.version.minor),
-        500,
-        None,
-        CIMultiDict(
-            (
-                ("Content-Type", "text/html; charset=UTF-8"),
-                ("Server", SERVER),
-                ("Content-Length", str(len(page))),
-            )
-        ),
-        keep_alive=bool(request.keep_alive),
-    )
-    assert head is not None
-    return Reply(500, head, page, len(page))
+    version = (request.version.major, request.version.minor)
+    return error_reply(500, version=version, keep_alive=bool(request.keep_alive))
+
+
+def error_reply(
+    status: int,
+    *,
+    version: tuple[int, int] = (1, 1),
+    keep_alive: bool,
+    date: str | None = None,
+) -> Reply:
+    """The GFE's own error page (ERR-1) as a complete reply, for answers made outside the
+    pipeline (a request refused before it, a response that could not be framed)."""
+    page = gfe_error_page(status)
+    out: CIMultiDict[str] = CIMultiDict()
+    out["Content-Type"] = "text/html; charset=UTF-8"
+    out["Server"] = SERVER
+    if date is not None:
+        out["Date"] = date
+    out["Content-Length"] = str(len(page))
+    head = serialise_head(version, status, None, out, keep_alive=keep_alive)
+    assert head is not None  # our own constant headers hold no CR or LF
+    return Reply(status, head, page, len(page))
