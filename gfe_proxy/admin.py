@@ -84,24 +84,21 @@ def metrics_text(data: dict[str, Any]) -> str:
     out: list[str] = []
     out += _family("gfe_ready", "gauge", "1 once every listener is up.", [({}, int(data["ready"]))])
     fronts = [li for li in data.get("listeners", []) if li.get("connections") is not None]
-    out += _family(
-        "gfe_client_connections",
-        "gauge",
-        "Open client connections per public listener.",
-        [({"scheme": li["scheme"], "port": li["port"]}, li["connections"]) for li in fronts],
-    )
-    out += _family(
-        "gfe_client_requests_total",
-        "counter",
-        "Requests answered per public listener (hits, static files, instances, errors).",
-        [({"scheme": li["scheme"], "port": li["port"]}, li["requests"]) for li in fronts],
-    )
-    out += _family(
-        "gfe_client_refused_total",
-        "counter",
-        "Malformed or oversized requests refused with 400 before the pipeline.",
-        [({"scheme": li["scheme"], "port": li["port"]}, li["refused"]) for li in fronts],
-    )
+    per_listener = (
+        ("connections", "gfe_client_connections", "gauge",
+         "Open client connections per public listener."),
+        ("requests", "gfe_client_requests_total", "counter",
+         "Requests answered per public listener (hits, static files, instances, errors)."),
+        ("refused", "gfe_client_refused_total", "counter",
+         "Malformed or oversized requests refused with 400 before the pipeline."),
+    )  # fmt: skip
+    for key, name, kind, help_ in per_listener:
+        out += _family(
+            name,
+            kind,
+            help_,
+            [({"scheme": li["scheme"], "port": li["port"]}, li[key]) for li in fronts],
+        )
     states = ("starting", "ready", "draining")
     out += _family(
         "gfe_instances",

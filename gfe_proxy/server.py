@@ -223,7 +223,7 @@ class Proxy:
         fronts = {front.sockname[1]: front for front in self._fronts}
         out: list[dict[str, Any]] = []
         for scheme, host, port in self.listeners:
-            front = fronts.get(port) if scheme != "admin" else None
+            front = fronts.get(port)
             out.append(
                 {
                     "scheme": scheme,
