@@ -253,20 +253,21 @@ def sys_varnish(running: Running, run: Path) -> None:
     running.cache_header = ("X-Cache", "HIT")
 
 
-def sys_naive(running: Running, run: Path) -> None:
+def _python_proxy(running: Running, run: Path, name: str, script: str) -> None:
+    """A proxy from systems/ (``script PORT BACKEND_PORT``) in front of its own backend."""
     backend = start_backend(running, run)
     running.port = free_port()
-    script = SYSTEMS_DIR / "aiohttp_naive_proxy.py"
-    running.spawn("naive", [sys.executable, str(script), str(running.port), str(backend)], run)
+    argv = [sys.executable, str(SYSTEMS_DIR / script), str(running.port), str(backend)]
+    running.spawn(name, argv, run)
     wait_http(running, running.port)
+
+
+def sys_naive(running: Running, run: Path) -> None:
+    _python_proxy(running, run, "naive", "aiohttp_naive_proxy.py")
 
 
 def sys_floor(running: Running, run: Path) -> None:
-    backend = start_backend(running, run)
-    running.port = free_port()
-    script = SYSTEMS_DIR / "floor_proxy.py"
-    running.spawn("floor", [sys.executable, str(script), str(running.port), str(backend)], run)
-    wait_http(running, running.port)
+    _python_proxy(running, run, "floor", "floor_proxy.py")
 
 
 def sys_ceiling(running: Running, run: Path) -> None:

@@ -2,9 +2,9 @@
 
 Usage: ``python floor_proxy.py PORT BACKEND_PORT`` (from the repository root, or with it on
 ``PYTHONPATH``). ``gfe_proxy.front.FrontServer`` takes each request and
-``gfe_proxy.upstream.UpstreamClient`` forwards it over a keep-alive connection; the answer goes
-back through ``gfe_proxy.wire.response``. Only hop-by-hop headers (with those the
-``Connection`` header names) and framing are dropped: no routing, no
+``gfe_proxy.upstream.UpstreamClient`` forwards it over a keep-alive connection (it sets the
+framing); the answer goes back through ``gfe_proxy.wire.response`` (it sets Content-Length).
+Only hop-by-hop headers (with those the ``Connection`` header names) are dropped: no routing, no
 cache, no header rules, no instance pool, no access log. Whatever gfe_proxy spends beyond this
 is the price of being App Engine; what this reaches is the most any proxy built from these two
 parts could reach on the machine (``make bench``'s system ``floor``).
@@ -25,18 +25,16 @@ from gfe_proxy.headers import hop_by_hop
 from gfe_proxy.upstream import UpstreamClient
 from gfe_proxy.wire import Reply, response
 
-FRAMING = frozenset({"content-length", "transfer-encoding"})  # the client's; ours replace it
-
 
 async def serve(port: int, backend_port: int) -> None:
     client = UpstreamClient("127.0.0.1", backend_port)
 
     async def proxy(request: Request) -> Reply:
-        drop = hop_by_hop(request.headers) | FRAMING
+        drop = hop_by_hop(request.headers)
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in drop]
         body = await request.read() if request.body_exists else b""
         answer = await client.request(request.method, request.raw_path, headers, body)
-        drop = hop_by_hop(answer.headers) | FRAMING
+        drop = hop_by_hop(answer.headers)
         out = CIMultiDict((k, v) for k, v in answer.headers.items() if k.lower() not in drop)
         return response(request, answer.status, answer.reason, out, answer.body)
 
