@@ -154,7 +154,8 @@ class Request:
     @property
     def keep_alive(self) -> bool:
         """Whether the connection stays open after this response: not when the client asked
-        to close, and not when the body has not all arrived (it would have to be read first)."""
+        to close, not when the body has not all arrived (it would have to be read first), and
+        not once the server is closing."""
         conn = self._conn
         return self._keep_alive and self._complete and (conn is None or not conn._server.closing)
 
@@ -411,7 +412,7 @@ class _Connection(asyncio.Protocol):
                     self._write(_refusal(500))
                     keep_alive = False
                     break
-                keep_alive = item.keep_alive and not self._server.closing
+                keep_alive = item.keep_alive  # False too once the server is closing
                 self._server.requests += 1
                 self._write(reply)
                 transport = self._transport
