@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
 import pytest
 from hypothesis import given, settings
@@ -375,12 +373,3 @@ def test_route_1_encoded_path_cannot_dodge_admin_handler() -> None:
     m = Router.from_handlers(HANDLERS).match(route_path("/%61dmin/users"))
     assert m is not None
     assert m.index == 5
-
-
-def test_routing_imports_no_aiohttp_or_asyncio() -> None:
-    code = (
-        "import sys, gfe_proxy.routing, gfe_proxy.static, gfe_proxy.mimetable;"
-        "bad = [m for m in ('aiohttp', 'asyncio') if m in sys.modules];"
-        "sys.exit(str(bad) if bad else 0)"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)
